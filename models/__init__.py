@@ -1,0 +1,1 @@
+"""Features, labels, training, evaluation and the model artifact: pure code, no broker."""

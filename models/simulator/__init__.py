@@ -1,0 +1,1 @@
+"""A synthetic English school year for training, evaluation, demos and benchmarks."""
