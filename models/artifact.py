@@ -1,0 +1,117 @@
+"""The saved model: a scikit-learn Pipeline plus everything needed to trust and explain it.
+
+The artifact carries its version, a hash of its training data, the scikit-learn version it
+was fitted with, its metrics and its alert thresholds. A model saved with another
+scikit-learn version is refused rather than silently mis-scored.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import joblib
+import numpy as np
+import sklearn
+from sklearn.pipeline import Pipeline
+
+from models.features import FEATURE_NAMES
+from models.policy import PolicyConfig
+
+ARTIFACT_FORMAT = 1
+
+
+class ModelCompatibilityError(RuntimeError):
+    """The artifact cannot be used by this installation."""
+
+
+@dataclass
+class RiskModel:
+    pipeline: Pipeline
+    version: str
+    policy: PolicyConfig
+    feature_names: tuple[str, ...] = FEATURE_NAMES
+    trained_at: str = field(default_factory=lambda: dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
+    training_data_sha256: str = ""
+    sklearn_version: str = sklearn.__version__
+    metrics: dict[str, Any] = field(default_factory=dict)
+    training: dict[str, Any] = field(default_factory=dict)
+    reference: np.ndarray | None = None  # typical feature values: the baseline for attributions
+
+    def score(self, rows: np.ndarray) -> np.ndarray:
+        """Probability that each row's attendance is dipping; rows are feature vectors."""
+        return self.pipeline.predict_proba(rows)[:, 1]
+
+    def contributions(self, row: np.ndarray) -> np.ndarray:
+        """Per-feature log-odds contributions for one row, against the reference pupil.
+
+        Linear final step: exact (coefficient times standardised difference). Otherwise: the
+        change in log-odds when each feature alone is set back to its reference value.
+        """
+        row = np.asarray(row, dtype=np.float64).reshape(1, -1)
+        reference = self.reference if self.reference is not None else np.zeros(row.shape[1])
+        final = self.pipeline[-1]
+        if hasattr(final, "coef_") and len(self.pipeline) >= 1:
+            transformed = self.pipeline[:-1].transform(np.vstack([row, reference])) if len(self.pipeline) > 1 else np.vstack([row, reference])
+            return (transformed[0] - transformed[1]) * np.ravel(final.coef_)
+        probe = np.repeat(row, row.shape[1], axis=0)
+        probe[np.arange(row.shape[1]), np.arange(row.shape[1])] = reference
+        logit = _logit(self.pipeline.predict_proba(np.vstack([row, probe]))[:, 1])
+        return logit[0] - logit[1:]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "artifact_format": ARTIFACT_FORMAT, "version": self.version, "pipeline": self.pipeline,
+            "policy": self.policy.model_dump(), "feature_names": list(self.feature_names),
+            "trained_at": self.trained_at, "training_data_sha256": self.training_data_sha256,
+            "sklearn_version": self.sklearn_version, "metrics": self.metrics, "training": self.training,
+            "reference": self.reference,
+        }
+
+    def describe(self) -> dict[str, Any]:
+        """Everything but the fitted pipeline, for metrics, logs and the model card."""
+        info = self.to_dict()
+        info.pop("pipeline")
+        info["reference"] = None if self.reference is None else [round(float(v), 4) for v in self.reference]
+        info["estimator"] = type(self.pipeline[-1]).__name__
+        return info
+
+
+def _logit(p: np.ndarray) -> np.ndarray:
+    p = np.clip(p, 1e-9, 1 - 1e-9)
+    return np.log(p / (1 - p))
+
+
+def save_model(model: RiskModel, path: Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    joblib.dump(model.to_dict(), tmp, compress=3)
+    tmp.replace(path)  # atomic: a worker reloading never sees half a file
+    return path
+
+
+def load_model(path: Path) -> RiskModel:
+    path = Path(path)
+    if not path.exists():
+        raise ModelCompatibilityError(f"no model at {path}: run `reconnect train` (or `make model`) first")
+    payload = joblib.load(path)
+    if not isinstance(payload, dict) or payload.get("artifact_format") != ARTIFACT_FORMAT:
+        raise ModelCompatibilityError(f"{path} is not a Reconnect model artifact (format {ARTIFACT_FORMAT})")
+    if payload["sklearn_version"] != sklearn.__version__:
+        raise ModelCompatibilityError(
+            f"{path} was saved with scikit-learn {payload['sklearn_version']} but this is "
+            f"{sklearn.__version__}; retrain it (`reconnect train`) rather than risk wrong scores"
+        )
+    if tuple(payload["feature_names"]) != FEATURE_NAMES:
+        raise ModelCompatibilityError(
+            f"{path} expects features {payload['feature_names']}, this code computes {list(FEATURE_NAMES)}; retrain it"
+        )
+    return RiskModel(
+        pipeline=payload["pipeline"], version=payload["version"], policy=PolicyConfig(**payload["policy"]),
+        feature_names=tuple(payload["feature_names"]), trained_at=payload["trained_at"],
+        training_data_sha256=payload["training_data_sha256"], sklearn_version=payload["sklearn_version"],
+        metrics=payload["metrics"], training=payload["training"], reference=payload["reference"],
+    )

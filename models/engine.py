@@ -1,0 +1,110 @@
+"""The decision engine: marks in, updated per-pupil state and intervention events out.
+
+Pure and broker-free. The Faust agent, offline replay and training all drive this same code,
+so the stream raises exactly the interventions that replay and evaluation saw.
+Marks are processed in micro-batches: state updates and features per mark, one vectorised
+model call per batch, then the policy per mark in order.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, MutableMapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from models.artifact import RiskModel
+from models.explain import build_event
+from models.features import WindowStats, features, rate
+from models.policy import DecisionKind, PolicyConfig, decide
+from models.state import ApplyOutcome, OutsideWindowError, PupilState
+from schemas.events import InterventionEvent, InterventionKind
+from schemas.marks import MarkRejected, RegisterMark, RejectReason
+
+
+@dataclass
+class BatchResult:
+    events: list[InterventionEvent] = field(default_factory=list)
+    # Index in the batch of each event's mark, so callers can time mark-to-event latency.
+    event_marks: list[int] = field(default_factory=list)
+    rejected: list[tuple[int, MarkRejected]] = field(default_factory=list)
+    outcomes: dict[ApplyOutcome, int] = field(default_factory=lambda: {o: 0 for o in ApplyOutcome})
+    touched: dict[str, PupilState] = field(default_factory=dict)
+    scored: int = 0
+    scoring_seconds: float = 0.0
+
+
+@dataclass(slots=True)
+class _Pending:
+    index: int
+    mark: RegisterMark
+    state: PupilState
+    stats: WindowStats
+    row: tuple[float, ...]
+
+
+class DecisionEngine:
+    def __init__(self, model: RiskModel, *, window_days: int, policy: PolicyConfig | None = None,
+                 support_needs: Callable[[str], frozenset[str]] | None = None) -> None:
+        self.model = model
+        self.policy = policy or model.policy
+        self.window_days = window_days
+        self.support_needs = support_needs or (lambda pupil_id: frozenset())
+
+    def new_state(self, mark: RegisterMark) -> PupilState:
+        return PupilState(mark.school_id, self.window_days, mark.date)
+
+    def process(self, marks: Sequence[RegisterMark], states: MutableMapping[str, PupilState]) -> BatchResult:
+        """Apply a batch of valid marks in order; states is read and updated in place."""
+        result = BatchResult()
+        pending: list[_Pending] = []
+        for index, mark in enumerate(marks):
+            state = result.touched.get(mark.pupil_id) or states.get(mark.pupil_id)
+            if state is None:
+                state = self.new_state(mark)
+            try:
+                outcome = state.apply(mark)
+            except OutsideWindowError as exc:
+                result.rejected.append((index, MarkRejected(RejectReason.OUTSIDE_STATE_WINDOW, str(exc))))
+                continue
+            result.outcomes[outcome] += 1
+            result.touched[mark.pupil_id] = state
+            # Only a change to the pupil's record can change the decision.
+            if outcome in (ApplyOutcome.NEW, ApplyOutcome.AMENDED):
+                stats, row = features(state)
+                pending.append(_Pending(index, mark, state, stats, row))
+        for pupil_id, state in result.touched.items():
+            states[pupil_id] = state
+        if not pending:
+            return result
+        started = time.perf_counter()
+        scores = self.model.score(np.asarray([p.row for p in pending], dtype=np.float64))
+        result.scoring_seconds = time.perf_counter() - started
+        result.scored = len(pending)
+        for item, score in zip(pending, scores):
+            event = self._decide(item, float(score))
+            if event is not None:
+                result.events.append(event)
+                result.event_marks.append(item.index)
+        return result
+
+    def _decide(self, item: _Pending, score: float) -> InterventionEvent | None:
+        stats = item.stats
+        decision = decide(
+            item.state.policy, self.policy, score, day=item.state.latest_ordinal,
+            possible_sessions=stats.possible_ytd, recent_rate=rate(stats.attended_20, stats.possible_20),
+        )
+        if decision is None:
+            return None
+        concern = decision.kind is DecisionKind.CONCERN
+        contributions = self.model.contributions(np.asarray(item.row)) if concern else None
+        return build_event(
+            kind=InterventionKind.CONCERN if concern else InterventionKind.IMPROVING,
+            tier=decision.tier, escalation=decision.escalation, score=score,
+            pupil_id=item.mark.pupil_id, school_id=item.state.school_id, as_of=item.mark.date, stats=stats,
+            contributions=contributions, model_version=self.model.version,
+            rate_at_alert=decision.rate_at_alert, support_needs=self.support_needs(item.mark.pupil_id),
+        )
+
+

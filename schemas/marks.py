@@ -1,0 +1,273 @@
+"""The register-mark contract: what a school's register says about one pupil in one session.
+
+Validation is strict and every rejection carries a machine reason and a sentence, so a row or
+message that cannot be used lands in the dead-letter topic with an explanation, never silently.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic_core import PydanticCustomError
+
+from schemas.codes import RegisterNotTakenError, UnknownCodeError, normalise_code, resolve
+
+SCHEMA_VERSION = 1
+ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,64}")
+# Before this no school register could be in a live export; dates earlier are typos (e.g. 0225-09-01).
+EARLIEST_DATE = dt.date(2000, 1, 1)
+DEFAULT_MAX_FUTURE_DAYS = 31
+
+
+class Session(StrEnum):
+    AM = "AM"
+    PM = "PM"
+
+
+class RejectReason(StrEnum):
+    """Why a mark could not be used. Stable machine codes: dashboards and alerts key on them."""
+
+    INVALID_ENCODING = "invalid_encoding"
+    INVALID_JSON = "invalid_json"
+    PAYLOAD_TOO_LARGE = "payload_too_large"
+    MALFORMED_ROW = "malformed_row"
+    MISSING_FIELD = "missing_field"
+    UNSUPPORTED_SCHEMA_VERSION = "unsupported_schema_version"
+    EMPTY_ID = "empty_id"
+    MALFORMED_ID = "malformed_id"
+    INVALID_DATE = "invalid_date"
+    IMPLAUSIBLE_DATE = "implausible_date"
+    FUTURE_DATE = "future_date"
+    UNKNOWN_SESSION = "unknown_session"
+    UNKNOWN_CODE = "unknown_code"
+    REGISTER_NOT_TAKEN = "register_not_taken"
+    INVALID_RECORDED_AT = "invalid_recorded_at"
+    OUTSIDE_STATE_WINDOW = "outside_state_window"
+    INVALID_FIELD = "invalid_field"
+
+
+class MarkRejected(ValueError):
+    """A mark that cannot be used, with the first reason found."""
+
+    def __init__(self, reason: RejectReason, detail: str) -> None:
+        super().__init__(f"{reason.value}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+def _check_id(value: Any, what: str) -> str:
+    if not isinstance(value, str):
+        raise PydanticCustomError(RejectReason.MALFORMED_ID.value, f"{what} must be a string")
+    if value == "":
+        raise PydanticCustomError(RejectReason.EMPTY_ID.value, f"{what} is empty")
+    if not ID_PATTERN.fullmatch(value):
+        raise PydanticCustomError(
+            RejectReason.MALFORMED_ID.value,
+            f"{what} must be 1 to 64 letters, digits, '-' or '_' (a pseudonym, never a name)",
+        )
+    return value
+
+
+class RegisterMark(BaseModel):
+    """One register mark: a pupil, a school day, a session and the DfE code recorded."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore", str_strip_whitespace=True)
+
+    schema_version: int = Field(SCHEMA_VERSION, description="Contract major version; only 1 is understood.")
+    school_id: str = Field(description="Pseudonymous school id: 1-64 of [A-Za-z0-9_-].")
+    pupil_id: str = Field(description="Pseudonymous pupil id (a trust pseudonymises UPNs before export).")
+    date: dt.date = Field(description="The school day, ISO 8601 (YYYY-MM-DD).")
+    session: Session = Field(description="AM or PM register.")
+    code: str = Field(description="A 2024 DfE attendance code, e.g. '/', '\\\\', 'L', 'I', 'N'.")
+    recorded_at: dt.datetime = Field(
+        description="When the mark was recorded or last amended (ISO 8601; without an offset, UTC). "
+        "The latest recording of a (pupil, date, session) wins."
+    )
+    original_code: str | None = Field(
+        None, description="Set when a withdrawn pre-2024 code (H, J, Y) was mapped; the code as exported."
+    )
+
+    @field_validator("schema_version", mode="before")
+    @classmethod
+    def _known_version(cls, value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, (int, str)) or str(value).strip() != str(SCHEMA_VERSION):
+            raise PydanticCustomError(
+                RejectReason.UNSUPPORTED_SCHEMA_VERSION.value,
+                "schema_version {got} is not supported (this worker reads version {want})",
+                {"got": repr(value), "want": SCHEMA_VERSION},
+            )
+        return SCHEMA_VERSION
+
+    @field_validator("school_id", mode="before")
+    @classmethod
+    def _school_id(cls, value: Any) -> str:
+        return _check_id(value.strip() if isinstance(value, str) else value, "school_id")
+
+    @field_validator("pupil_id", mode="before")
+    @classmethod
+    def _pupil_id(cls, value: Any) -> str:
+        return _check_id(value.strip() if isinstance(value, str) else value, "pupil_id")
+
+    @field_validator("date", mode="before")
+    @classmethod
+    def _date(cls, value: Any, info: ValidationInfo) -> dt.date:
+        if isinstance(value, dt.datetime):
+            raise PydanticCustomError(RejectReason.INVALID_DATE.value, "date must be a calendar date, not a timestamp")
+        if isinstance(value, dt.date):
+            day = value
+        elif isinstance(value, str) and len(value.strip()) == 10:
+            try:
+                day = dt.date.fromisoformat(value.strip())
+            except ValueError:
+                raise PydanticCustomError(
+                    RejectReason.INVALID_DATE.value, "date {got} is not a real calendar date", {"got": repr(value)}
+                ) from None
+        else:
+            raise PydanticCustomError(
+                RejectReason.INVALID_DATE.value, "date {got} is not in YYYY-MM-DD form", {"got": repr(value)}
+            )
+        if day < EARLIEST_DATE:
+            raise PydanticCustomError(
+                RejectReason.IMPLAUSIBLE_DATE.value, "date {got} is before {earliest}",
+                {"got": day.isoformat(), "earliest": EARLIEST_DATE.isoformat()},
+            )
+        context = info.context or {}
+        today = context.get("today") or dt.date.today()
+        max_future = context.get("max_future_days", DEFAULT_MAX_FUTURE_DAYS)
+        if (day - today).days > max_future:
+            raise PydanticCustomError(
+                RejectReason.FUTURE_DATE.value, "date {got} is more than {days} days ahead of {today}",
+                {"got": day.isoformat(), "days": max_future, "today": today.isoformat()},
+            )
+        return day
+
+    @field_validator("session", mode="before")
+    @classmethod
+    def _session(cls, value: Any) -> Session:
+        text = value.strip().upper() if isinstance(value, str) else value
+        if text not in ("AM", "PM"):
+            raise PydanticCustomError(
+                RejectReason.UNKNOWN_SESSION.value, "session {got} is not AM or PM", {"got": repr(value)}
+            )
+        return Session(text)
+
+    @field_validator("code", mode="before")
+    @classmethod
+    def _code(cls, value: Any) -> str:
+        if value is None:
+            value = ""
+        if not isinstance(value, str):
+            raise PydanticCustomError(RejectReason.UNKNOWN_CODE.value, "code {got} is not text", {"got": repr(value)})
+        try:
+            code, _note = resolve(value)
+        except RegisterNotTakenError as exc:
+            raise PydanticCustomError(RejectReason.REGISTER_NOT_TAKEN.value, str(exc)) from None
+        except UnknownCodeError as exc:
+            raise PydanticCustomError(RejectReason.UNKNOWN_CODE.value, str(exc)) from None
+        return code.code
+
+    @field_validator("recorded_at", mode="before")
+    @classmethod
+    def _recorded_at(cls, value: Any) -> dt.datetime:
+        if isinstance(value, dt.datetime):
+            stamp = value
+        elif isinstance(value, str):
+            try:
+                stamp = dt.datetime.fromisoformat(value.strip())
+            except ValueError:
+                raise PydanticCustomError(
+                    RejectReason.INVALID_RECORDED_AT.value, "recorded_at {got} is not an ISO 8601 timestamp",
+                    {"got": repr(value)},
+                ) from None
+        else:
+            raise PydanticCustomError(
+                RejectReason.INVALID_RECORDED_AT.value, "recorded_at {got} is not a timestamp", {"got": repr(value)}
+            )
+        if stamp.tzinfo is None:
+            stamp = stamp.replace(tzinfo=dt.timezone.utc)
+        if stamp.year < EARLIEST_DATE.year:
+            raise PydanticCustomError(RejectReason.INVALID_RECORDED_AT.value, "recorded_at is before 2000")
+        return stamp.astimezone(dt.timezone.utc)
+
+    @property
+    def key(self) -> tuple[str, dt.date, Session]:
+        return (self.pupil_id, self.date, self.session)
+
+    def to_wire(self) -> bytes:
+        """Compact JSON for the marks topic."""
+        return self.model_dump_json(exclude_none=True).encode()
+
+
+_FIELD_REASONS = {
+    "schema_version": RejectReason.UNSUPPORTED_SCHEMA_VERSION,
+    "school_id": RejectReason.MALFORMED_ID,
+    "pupil_id": RejectReason.MALFORMED_ID,
+    "date": RejectReason.INVALID_DATE,
+    "session": RejectReason.UNKNOWN_SESSION,
+    "code": RejectReason.UNKNOWN_CODE,
+    "recorded_at": RejectReason.INVALID_RECORDED_AT,
+}
+_KNOWN_REASONS = {reason.value for reason in RejectReason}
+
+
+def rejection_from(error: ValidationError) -> MarkRejected:
+    """The first problem of a pydantic error, as a precise reject reason."""
+    first = error.errors(include_url=False)[0]
+    field = str(first["loc"][0]) if first.get("loc") else ""
+    if first["type"] in _KNOWN_REASONS:
+        reason = RejectReason(first["type"])
+    elif first["type"] == "missing":
+        reason = RejectReason.MISSING_FIELD
+    elif first["type"] in ("json_invalid", "json_type", "model_type", "model_attributes_type"):
+        reason = RejectReason.INVALID_JSON
+    else:
+        reason = _FIELD_REASONS.get(field, RejectReason.INVALID_FIELD)
+    where = f"{field}: " if field else ""
+    return MarkRejected(reason, f"{where}{first['msg']}")
+
+
+def _context(today: dt.date | None, max_future_days: int) -> dict[str, Any]:
+    return {"today": today or dt.date.today(), "max_future_days": max_future_days}
+
+
+def _with_original_code(mark: RegisterMark, raw_code: Any) -> RegisterMark:
+    exported = normalise_code(raw_code) if isinstance(raw_code, str) else None
+    if exported and exported != mark.code and mark.original_code is None:
+        return mark.model_copy(update={"original_code": exported})
+    return mark
+
+
+def parse_mark(
+    data: dict[str, Any], *, today: dt.date | None = None, max_future_days: int = DEFAULT_MAX_FUTURE_DAYS
+) -> RegisterMark:
+    """Validate a mark from a mapping (a CSV row or decoded JSON); raises MarkRejected."""
+    if not isinstance(data, dict):
+        raise MarkRejected(RejectReason.INVALID_JSON, f"a mark must be a JSON object, not {type(data).__name__}")
+    try:
+        mark = RegisterMark.model_validate(data, context=_context(today, max_future_days))
+    except ValidationError as error:
+        raise rejection_from(error) from None
+    return _with_original_code(mark, data.get("code"))
+
+
+def parse_mark_json(
+    payload: bytes, *, today: dt.date | None = None, max_future_days: int = DEFAULT_MAX_FUTURE_DAYS,
+    max_bytes: int | None = None,
+) -> RegisterMark:
+    """Validate a mark from a topic message; raises MarkRejected for anything unusable."""
+    if max_bytes is not None and len(payload) > max_bytes:
+        raise MarkRejected(RejectReason.PAYLOAD_TOO_LARGE, f"message is {len(payload)} bytes; the limit is {max_bytes}")
+    try:
+        text = payload.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise MarkRejected(RejectReason.INVALID_ENCODING, f"message is not UTF-8 ({exc.reason} at byte {exc.start})") from None
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise MarkRejected(RejectReason.INVALID_JSON, f"message is not JSON: {exc}") from None
+    return parse_mark(data, today=today, max_future_days=max_future_days)
