@@ -26,6 +26,11 @@ class WorkerMetrics:
             "Valid marks applied to per-pupil state, by outcome (new, amended, duplicate).",
             ["outcome"], registry=registry,
         )
+        self.marks_rekeyed = Counter(
+            "reconnect_marks_rekeyed_total",
+            "Marks that arrived keyed by something other than their pupil and were re-published keyed by pupil.",
+            registry=registry,
+        )
         self.marks_dead_lettered = Counter(
             "reconnect_marks_dead_lettered_total", "Marks sent to the dead-letter topic, by reason.",
             ["reason"], registry=registry,

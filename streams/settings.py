@@ -44,6 +44,8 @@ class Settings(BaseSettings):
     data_dir: Path = Field(REPO_ROOT / "var" / "faust", description="Faust's local data directory.")
 
     model_path: Path = Field(REPO_ROOT / "models" / "artifacts" / "risk_model.joblib")
+    model_reload_interval_s: float = Field(10.0, gt=0, description="How often the worker checks for a new model file.")
+    metrics_interval_s: float = Field(5.0, gt=0, description="How often lag and table-size gauges are refreshed.")
 
     batch_max_marks: int = Field(500, ge=1, description="Largest micro-batch the worker scores at once.")
     batch_within_s: float = Field(0.1, gt=0, description="Longest a micro-batch waits to fill.")

@@ -1,0 +1,1 @@
+"""Operations code: the embedded broker launcher and topic administration (configs live beside it)."""

@@ -1,0 +1,81 @@
+"""Create the topics of ops/topics.toml, idempotently, with kafka-python's admin client."""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from kafka import KafkaAdminClient
+from kafka.admin import NewTopic
+from kafka.errors import TopicAlreadyExistsError
+
+from streams.settings import Settings
+
+TOPICS_FILE = Path(__file__).with_name("topics.toml")
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str
+    partitions: int
+    replication_factor: int
+    purpose: str
+    config: dict[str, str] = field(default_factory=dict)
+
+
+class TopicMismatchError(RuntimeError):
+    pass
+
+
+def topic_specs(settings: Settings, path: Path = TOPICS_FILE) -> list[TopicSpec]:
+    with path.open("rb") as handle:
+        table = tomllib.load(handle)["topics"]
+    specs = []
+    for key, entry in table.items():
+        if "setting" in entry:
+            name = getattr(settings, entry["setting"])
+        elif "name" in entry:
+            name = entry["name"].format(app_id=settings.app_id)
+        else:
+            raise ValueError(f"topic {key!r} in {path} needs 'setting' or 'name'")
+        specs.append(TopicSpec(name=name, partitions=settings.topic_partitions,
+                               replication_factor=settings.topic_replication, purpose=entry.get("purpose", ""),
+                               config={k: str(v) for k, v in entry.get("config", {}).items()}))
+    return specs
+
+
+def admin_client(settings: Settings) -> KafkaAdminClient:
+    return KafkaAdminClient(bootstrap_servers=settings.bootstrap_list, client_id=f"{settings.app_id}-admin",
+                            request_timeout_ms=int(settings.broker_connect_retry_s * 1000))
+
+
+def ensure_topics(settings: Settings, specs: list[TopicSpec] | None = None) -> dict[str, str]:
+    """Create what is missing; check what exists. Returns topic -> 'created' | 'exists'."""
+    specs = specs if specs is not None else topic_specs(settings)
+    admin = admin_client(settings)
+    try:
+        existing = set(admin.list_topics())
+        report: dict[str, str] = {}
+        missing = [spec for spec in specs if spec.name not in existing]
+        for spec in missing:
+            try:
+                admin.create_topics([NewTopic(spec.name, spec.partitions, spec.replication_factor,
+                                              topic_configs=spec.config)])
+                report[spec.name] = "created"
+            except TopicAlreadyExistsError:  # created by someone else meanwhile
+                report[spec.name] = "exists"
+        present = [spec for spec in specs if spec.name not in report]
+        if present:
+            described = {d["topic"]: d for d in admin.describe_topics([s.name for s in present])}
+            for spec in present:
+                found = len(described.get(spec.name, {}).get("partitions", []))
+                if found != spec.partitions:
+                    raise TopicMismatchError(
+                        f"topic {spec.name} has {found} partitions but {spec.partitions} are configured; "
+                        "partition counts cannot change under a running deployment"
+                    )
+                report[spec.name] = "exists"
+        return report
+    finally:
+        admin.close()

@@ -1,0 +1,149 @@
+"""The agents: thin wiring between the topics and the pure decision engine."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import time
+
+from faust.types import EventT
+
+from models.engine import BatchResult
+from schemas.deadletter import dead_letter
+from schemas.marks import MarkRejected, RegisterMark, RejectReason, parse_mark_json
+from streams.app import app, settings
+from streams.runtime import Runtime
+from streams.tables import PartitionWriter, pupil_state
+from streams.topics import dead_letter_topic, interventions_topic, marks_topic
+
+log = logging.getLogger(__name__)
+runtime = Runtime(settings)
+MODEL_WAIT_S = 1.0
+
+
+@app.task
+async def load_model_at_start() -> None:
+    runtime.load()
+
+
+@app.timer(interval=settings.model_reload_interval_s)
+async def reload_model() -> None:
+    runtime.reload_if_changed()
+
+
+async def _dead_letter(rejection: MarkRejected, event: EventT) -> None:
+    message = event.message
+    record = dead_letter(rejection, message.value if isinstance(message.value, bytes) else b"", stage="worker",
+                         topic=message.topic, partition=message.partition, offset=message.offset)
+    await dead_letter_topic.send(key=message.key or b"", value=record.model_dump_json().encode())
+    runtime.metrics.marks_dead_lettered.labels(reason=rejection.reason.value).inc()
+
+
+def _validate(events: list[EventT], today: dt.date) -> tuple[list[tuple[RegisterMark, EventT]], list, list]:
+    valid, rejected, misrouted = [], [], []
+    for event in events:
+        try:
+            mark = parse_mark_json(event.value, today=today, max_future_days=settings.max_future_days,
+                                   max_bytes=settings.max_message_bytes)
+        except MarkRejected as rejection:
+            rejected.append((rejection, event))
+            continue
+        if event.message.key != mark.pupil_id.encode():
+            misrouted.append((mark, event))
+        else:
+            valid.append((mark, event))
+    return valid, rejected, misrouted
+
+
+def _process(valid: list[tuple[RegisterMark, EventT]]) -> tuple[BatchResult, list[tuple[MarkRejected, EventT]]]:
+    """Run the engine on the batch; if it fails, mark by mark so one bad mark cannot stop the stream."""
+    engine = runtime.engine
+    assert engine is not None
+    writer = PartitionWriter(pupil_state, {mark.pupil_id: event.message.partition for mark, event in valid})
+    marks = [mark for mark, _ in valid]
+    try:
+        return engine.process(marks, writer), []
+    except Exception:
+        log.exception("Batch of %d marks failed; retrying mark by mark", len(marks))
+    combined, failed = BatchResult(), []
+    for index, (mark, event) in enumerate(valid):
+        try:
+            single = engine.process([mark], writer)
+        except Exception as exc:  # a defect, not bad input: keep the mark and the stream going
+            log.exception("Mark at %s[%d]@%d could not be processed", event.message.topic,
+                          event.message.partition, event.message.offset)
+            failed.append((MarkRejected(RejectReason.INVALID_FIELD, f"processing error: {exc!r}"), event))
+            continue
+        combined.events.extend(single.events)
+        combined.event_marks.extend(index for _ in single.events)
+        combined.rejected.extend((index, rejection) for _, rejection in single.rejected)
+        for outcome, count in single.outcomes.items():
+            combined.outcomes[outcome] += count
+        combined.scored += single.scored
+        combined.scoring_seconds += single.scoring_seconds
+    return combined, failed
+
+
+async def handle_batch(events: list[EventT]) -> None:
+    started = time.perf_counter()
+    metrics = runtime.metrics
+    metrics.marks_consumed.inc(len(events))
+    valid, rejected, misrouted = _validate(events, dt.date.today())
+    for rejection, event in rejected:
+        await _dead_letter(rejection, event)
+    for mark, event in misrouted:
+        # Keyed by something other than the pupil: re-key so all of a pupil's marks share a partition.
+        await marks_topic.send(key=mark.pupil_id.encode(), value=event.value)
+        metrics.marks_rekeyed.inc()
+    if valid:
+        result, failed = _process(valid)
+        for rejection, event in failed:
+            await _dead_letter(rejection, event)
+        for index, rejection in result.rejected:
+            await _dead_letter(rejection, valid[index][1])
+        for outcome, count in result.outcomes.items():
+            if count:
+                metrics.marks_applied.labels(outcome=outcome.value).inc(count)
+        now = time.time()
+        for event, index in zip(result.events, result.event_marks):
+            await interventions_topic.send(key=event.pupil_id.encode(), value=event.model_dump_json().encode())
+            metrics.interventions.labels(kind=event.kind.value, tier=str(int(event.tier)), school_id=event.school_id).inc()
+            metrics.end_to_end_latency.observe(max(now - valid[index][1].message.timestamp, 0.0))
+        for _, event in valid:
+            metrics.processing_latency.observe(max(now - event.message.timestamp, 0.0))
+        if result.scored:
+            metrics.scoring_seconds_per_mark.observe(result.scoring_seconds / result.scored)
+    metrics.batch_size.observe(len(events))
+    metrics.batch_seconds.observe(time.perf_counter() - started)
+    metrics.last_mark_processed.set(time.time())
+
+
+@app.agent(marks_topic)
+async def process_marks(stream) -> None:
+    async for events in stream.take_events(settings.batch_max_marks, within=settings.batch_within_s):
+        while runtime.engine is None:
+            # No model, no decisions: hold the batch (uncommitted) until one loads.
+            await asyncio.sleep(MODEL_WAIT_S)
+        await handle_batch(list(events))
+
+
+@app.timer(interval=settings.metrics_interval_s)
+async def refresh_gauges() -> None:
+    metrics = runtime.metrics
+    metrics.pupils_tracked.set(len(pupil_state.data))
+    consumer = app.consumer
+    for tp in consumer.assignment():
+        if tp.topic != settings.topic_marks:
+            continue
+        # High watermark from fetch responses (right on Kafka and on the embedded broker,
+        # whose ListOffsets end offset can be low) minus the offset this worker committed.
+        highwater = consumer.highwater(tp)
+        committed = consumer._committed_offset.get(tp)  # noqa: SLF001 - Faust keeps no public accessor
+        if highwater is not None:
+            metrics.consumer_lag.labels(partition=str(tp.partition)).set(max(highwater - (committed or 0), 0))
+
+
+@app.on_partitions_assigned.connect
+async def count_rebalance(sender, assigned, **kwargs) -> None:  # noqa: ARG001 - signal signature
+    runtime.metrics.rebalances.inc()

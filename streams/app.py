@@ -1,0 +1,30 @@
+"""The Faust app, created in this one place; agents and views are autodiscovered."""
+
+from __future__ import annotations
+
+import faust
+
+from streams.settings import get_settings
+
+settings = get_settings()
+
+app = faust.App(
+    settings.app_id,
+    broker=[f"kafka://{server}" for server in settings.bootstrap_list],
+    store="memory://",
+    autodiscover=["streams.agents", "streams.views"],
+    origin="streams",
+    topic_partitions=settings.topic_partitions,
+    topic_replication_factor=settings.topic_replication,
+    # Topics are created explicitly (ops/topics.toml) with the counts the app expects.
+    topic_allow_declare=True,
+    processing_guarantee="at_least_once",
+    broker_session_timeout=settings.session_timeout_s,
+    broker_heartbeat_interval=settings.heartbeat_interval_s,
+    consumer_auto_offset_reset="earliest",
+    web_host=settings.web_host,
+    web_port=settings.web_port,
+    web_in_thread=False,
+    datadir=str(settings.data_dir),
+    producer_linger_ms=5,
+)

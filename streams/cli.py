@@ -1,0 +1,214 @@
+"""`reconnect`: the one command that drives everything."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from models.simulator.cli import simulate
+from streams.settings import REPO_ROOT, Settings, get_settings
+
+
+def _settings(**overrides: object) -> Settings:
+    """Settings from the environment, with command-line overrides pushed into it.
+
+    The environment is updated too, so the Faust app (built from the environment at import)
+    and any child process see the same values.
+    """
+    env_names = {"kafka_bootstrap_servers": "KAFKA_BOOTSTRAP_SERVERS"}
+    for field, value in overrides.items():
+        if value is not None:
+            os.environ[env_names.get(field, f"RECONNECT_{field.upper()}")] = str(value)
+    get_settings.cache_clear()
+    return get_settings()
+
+
+bootstrap_option = click.option("--bootstrap", "bootstrap", default=None, metavar="HOST:PORT[,...]",
+                                help="Kafka bootstrap servers (default: $KAFKA_BOOTSTRAP_SERVERS).")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def cli() -> None:
+    """Reconnect: early, explained, supportive signals from school register marks."""
+
+
+@cli.command()
+@bootstrap_option
+@click.option("--web-port", type=int, default=None, help="Port for /metrics, /livez, /readyz (default 6066).")
+@click.option("--model", "model_path", type=click.Path(path_type=Path), default=None, help="Model artifact to load.")
+@click.option("--loglevel", default=None, help="Log level (default: $RECONNECT_LOG_LEVEL or info).")
+def worker(bootstrap: str | None, web_port: int | None, model_path: Path | None, loglevel: str | None) -> None:
+    """Run the stream worker: marks in, per-pupil state, interventions out."""
+    settings = _settings(kafka_bootstrap_servers=bootstrap, web_port=web_port, model_path=model_path,
+                         log_level=loglevel)
+    from faust.worker import Worker
+
+    from streams.app import app
+
+    app.finalize()
+    app.worker_init()
+    app.discover()
+    app.worker_init_post_autodiscover()
+    Worker(app, loglevel=settings.log_level, web_port=settings.web_port,
+           web_host=settings.web_host).execute_from_commandline()
+
+
+@cli.command()
+@click.argument("marks_csv", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@bootstrap_option
+def ingest(marks_csv: Path, bootstrap: str | None) -> None:
+    """Publish an interchange CSV (school_id,pupil_id,date,session,code[,recorded_at]) to the marks topic."""
+    from schemas.interchange import InterchangeFormatError
+    from streams.ingest import ingest_file
+
+    settings = _settings(kafka_bootstrap_servers=bootstrap)
+    started = time.perf_counter()
+    try:
+        report = ingest_file(marks_csv, settings)
+    except InterchangeFormatError as exc:
+        raise click.ClickException(str(exc)) from None
+    elapsed = time.perf_counter() - started
+    click.echo(f"{marks_csv}: {report.line()} in {elapsed:.1f}s")
+    for reason, count in sorted(report.reasons.items()):
+        click.echo(f"  rejected {count:>6}  {reason}")
+    if report.failed:
+        raise SystemExit(1)
+
+
+@cli.command()
+@click.argument("marks_csv", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="Where to write the interventions, one JSON a line.")
+@click.option("--dead-letter", "dead_letter_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Where to write rejected rows (JSON lines); default: beside --out.")
+@click.option("--model", "model_path", type=click.Path(path_type=Path), default=None)
+def replay(marks_csv: Path, out: Path, dead_letter_path: Path | None, model_path: Path | None) -> None:
+    """Run state, features, model and policy in-process over a CSV, with no broker."""
+    from models.artifact import ModelCompatibilityError, load_model
+    from models.engine import DecisionEngine
+    from models.replay import replay_file
+    from schemas.interchange import InterchangeFormatError
+
+    settings = _settings(model_path=model_path)
+    try:
+        engine = DecisionEngine(load_model(settings.model_path), window_days=settings.state_window_days)
+    except ModelCompatibilityError as exc:
+        raise click.ClickException(str(exc)) from None
+    dead_letter_path = dead_letter_path or out.with_name(out.stem + ".dead-letter.jsonl")
+    started = time.perf_counter()
+    with out.open("w") as events_file, dead_letter_path.open("w") as letters:
+        try:
+            report, _ = replay_file(marks_csv, engine, out=events_file, dead_letters=letters,
+                                    max_future_days=settings.max_future_days)
+        except InterchangeFormatError as exc:
+            raise click.ClickException(str(exc)) from None
+    elapsed = time.perf_counter() - started
+    click.echo(f"{marks_csv}: read {report.read}, applied {report.applied}, dead-lettered {report.dead_lettered}, "
+               f"interventions {report.events} -> {out} ({report.read / max(elapsed, 1e-9):,.0f} marks/s)")
+
+
+@cli.command()
+@click.option("--marks", "marks_csv", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="Train on this interchange CSV; default: simulate a cohort first.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Where to save the model.")
+@click.option("--schools", default=6, show_default=True, help="Schools in the simulated training cohort.")
+@click.option("--pupils-per-school", default=400, show_default=True)
+@click.option("--seed", default=7, show_default=True)
+@click.option("--budget", default=None, type=float,
+              help="Pastoral workload budget: concerns per 100 pupils per week (sets the alert threshold).")
+def train(marks_csv: Path | None, out: Path | None, schools: int, pupils_per_school: int, seed: int,
+          budget: float | None) -> None:
+    """Fit the risk model (a scikit-learn Pipeline) on features from the stream's own feature code."""
+    import tempfile
+
+    from models.artifact import save_model
+    from models.training import DEFAULT_ALERT_BUDGET, file_sha256, train as fit
+    from schemas.interchange import read_marks
+
+    settings = _settings()
+    out = out or settings.model_path
+    with tempfile.TemporaryDirectory() as scratch:
+        if marks_csv is None:
+            from models.simulator import SimulationConfig, simulate_year
+
+            marks_csv = Path(scratch) / "marks.csv"
+            click.echo(f"Simulating {schools} schools x {pupils_per_school} pupils (seed {seed}) to train on...")
+            simulate_year(SimulationConfig(schools=schools, pupils_per_school=pupils_per_school, phase="mixed",
+                                           seed=seed), marks_path=marks_csv, progress=False)
+        started = time.perf_counter()
+        marks = (row.mark for row in read_marks(marks_csv) if row.mark is not None)
+        model = fit(marks, window_days=settings.state_window_days, data_sha256=file_sha256(marks_csv), seed=seed,
+                    budget=budget if budget is not None else DEFAULT_ALERT_BUDGET)
+    save_model(model, out)
+    click.echo(f"Model {model.version} saved to {out} in {time.perf_counter() - started:.0f}s")
+    click.echo(json.dumps({"metrics": model.metrics, "policy": model.policy.model_dump()}, indent=2))
+
+
+@cli.command()
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
+              default=REPO_ROOT / "schemas" / "json", show_default=True)
+def schema(out_dir: Path) -> None:
+    """Write the JSON Schemas of the event contracts."""
+    from schemas.export import write_schemas
+
+    for path in write_schemas(out_dir):
+        click.echo(f"wrote {path}")
+
+
+@cli.group()
+def topics() -> None:
+    """Kafka topics, as defined in ops/topics.toml."""
+
+
+@topics.command("create")
+@bootstrap_option
+def topics_create(bootstrap: str | None) -> None:
+    """Create every topic (idempotent: existing topics are checked, not changed)."""
+    from ops.topics import TopicMismatchError, ensure_topics
+
+    settings = _settings(kafka_bootstrap_servers=bootstrap)
+    try:
+        report = ensure_topics(settings)
+    except TopicMismatchError as exc:
+        raise click.ClickException(str(exc)) from None
+    for name, status in report.items():
+        click.echo(f"{status:>8}  {name}")
+
+
+@cli.command()
+@click.option("--port", type=int, default=None, help="Port on 127.0.0.1 (default: a free one).")
+def broker(port: int | None) -> None:
+    """Run the embedded Kafka-compatible broker (tansu, in memory) until Ctrl-C. Dev and tests only."""
+    from ops.broker import EmbeddedBroker
+
+    with EmbeddedBroker(port=port) as embedded:
+        click.echo(f"Embedded broker on {embedded.bootstrap}; export KAFKA_BOOTSTRAP_SERVERS={embedded.bootstrap}")
+        try:
+            while embedded.process and embedded.process.poll() is None:
+                time.sleep(0.5)
+        except KeyboardInterrupt:
+            pass
+
+
+@cli.command()
+@click.option("--schools", default=2, show_default=True)
+@click.option("--pupils-per-school", default=150, show_default=True)
+@click.option("--seed", default=11, show_default=True)
+@click.option("--pace", default=1.5, show_default=True, help="Seconds per school day of the live week.")
+def demo(schools: int, pupils_per_school: int, seed: int, pace: float) -> None:
+    """Embedded broker, a worker and a simulated school week: watch interventions arrive."""
+    from streams.demo import run_demo
+
+    sys.exit(run_demo(schools=schools, pupils_per_school=pupils_per_school, seed=seed, pace=pace))
+
+
+cli.add_command(simulate)
+
+
+def main() -> None:
+    cli()

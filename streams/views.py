@@ -1,0 +1,55 @@
+"""The worker's web endpoints: Prometheus metrics, liveness, readiness and the loaded model."""
+
+from __future__ import annotations
+
+from faust.web import Request, Response, View
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from streams.agents import runtime
+from streams.app import app
+
+
+@app.page("/metrics")
+class Metrics(View):
+    async def get(self, request: Request) -> Response:
+        return self.bytes(generate_latest(runtime.metrics.registry), content_type=CONTENT_TYPE_LATEST.split(";")[0])
+
+
+@app.page("/livez")
+class Live(View):
+    """The process and its event loop are answering."""
+
+    async def get(self, request: Request) -> Response:
+        return self.json({"status": "alive"})
+
+
+@app.page("/readyz")
+class Ready(View):
+    """Ready to process marks: a model is loaded and the consumer is not mid-rebalance."""
+
+    async def get(self, request: Request) -> Response:
+        problems = []
+        if runtime.engine is None:
+            problems.append(f"no model loaded: {runtime.model_error or 'loading'}")
+        if app.rebalancing:
+            problems.append("consumer group is rebalancing")
+        if not app.consumer.assignment():
+            problems.append("no partitions assigned yet")
+        if problems:
+            return self.json({"status": "not ready", "problems": problems}, status=503)
+        return self.json({"status": "ready", "model_version": runtime.model.version if runtime.model else None})
+
+
+@app.page("/model")
+class Model(View):
+    async def get(self, request: Request) -> Response:
+        if runtime.model is None:
+            return self.json({"loaded": False, "error": runtime.model_error}, status=503)
+        return self.json({"loaded": True, **runtime.model.describe()})
+
+    async def post(self, request: Request) -> Response:
+        """Load the model file now (after replacing it), without a restart."""
+        loaded = runtime.load()
+        body = {"loaded": loaded, "version": runtime.model.version if runtime.model else None,
+                "error": runtime.model_error}
+        return self.json(body, status=200 if loaded else 409)
