@@ -42,6 +42,9 @@ class _Pending:
     state: PupilState
     stats: WindowStats
     row: tuple[float, ...]
+    # Snapshots at the mark: the state object moves on with later marks of the same batch.
+    day: int
+    school_id: str
 
 
 class DecisionEngine:
@@ -73,7 +76,7 @@ class DecisionEngine:
             # Only a change to the pupil's record can change the decision.
             if outcome in (ApplyOutcome.NEW, ApplyOutcome.AMENDED):
                 stats, row = features(state)
-                pending.append(_Pending(index, mark, state, stats, row))
+                pending.append(_Pending(index, mark, state, stats, row, state.latest_ordinal, state.school_id))
         for pupil_id, state in result.touched.items():
             states[pupil_id] = state
         if not pending:
@@ -92,7 +95,7 @@ class DecisionEngine:
     def _decide(self, item: _Pending, score: float) -> InterventionEvent | None:
         stats = item.stats
         decision = decide(
-            item.state.policy, self.policy, score, day=item.state.latest_ordinal,
+            item.state.policy, self.policy, score, day=item.day,
             possible_sessions=stats.possible_ytd, recent_rate=rate(stats.attended_20, stats.possible_20),
         )
         if decision is None:
@@ -102,7 +105,7 @@ class DecisionEngine:
         return build_event(
             kind=InterventionKind.CONCERN if concern else InterventionKind.IMPROVING,
             tier=decision.tier, escalation=decision.escalation, score=score,
-            pupil_id=item.mark.pupil_id, school_id=item.state.school_id, as_of=item.mark.date, stats=stats,
+            pupil_id=item.mark.pupil_id, school_id=item.school_id, as_of=item.mark.date, stats=stats,
             contributions=contributions, model_version=self.model.version,
             rate_at_alert=decision.rate_at_alert, support_needs=self.support_needs(item.mark.pupil_id),
         )

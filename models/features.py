@@ -11,8 +11,15 @@ from dataclasses import asdict, dataclass
 
 from models.state import ATTENDED, HEALTH, LATE, POSSIBLE, UNAUTHORISED, PupilState
 
+# Translation tables over code indices (bytes.translate runs in C).
+POSSIBLE_TABLE = POSSIBLE + bytes(256 - len(POSSIBLE))
+ATTENDED_TABLE = ATTENDED + bytes(256 - len(ATTENDED))
+SEQUENCE_TABLE = bytes((ord("A") if i < len(ATTENDED) and ATTENDED[i] else ord("X")) for i in range(256))
+NOT_POSSIBLE_CODES = bytes(i for i in range(256) if i >= len(POSSIBLE) or not POSSIBLE[i])
+
 RECENT_SHORT, RECENT, RECENT_LONG = 10, 20, 40
 FULL_WEEK_SESSIONS = 10
+FULL_WEEK = b"A" * FULL_WEEK_SESSIONS
 # Shrinks rates computed on few sessions towards a typical pupil's attendance (national ~93%).
 PRIOR_RATE = 0.93
 PRIOR_WEIGHT = 10.0
@@ -61,83 +68,86 @@ def rate(attended: int, possible: int) -> float:
 
 
 def summarise(state: PupilState) -> WindowStats:
-    """One backward pass over the window: the counts every feature and explanation needs."""
+    """The counts every feature and explanation needs, from one pupil's state.
+
+    The hot path of the stream: whole-window counts run in C over the byte arrays
+    (bytes.translate / count / rfind); Python touches only the last 40 possible sessions.
+    """
     codes = state.codes
     origin = state.origin
-    year_start = state.year_start_ordinal
+    year_slot = max((state.year_start_ordinal - origin) * 2, 0)
+    possible_flags = codes.translate(POSSIBLE_TABLE)
     recent: list[int] = []  # slot indices of the last RECENT_LONG possible sessions, newest first
-    ytd_possible = state.folded_possible
-    ytd_attended = state.folded_attended
-    earlier_possible = earlier_attended = 0
-    run = 0
-    since_full_week = -1
-    seen = 0
-    for slot in range(len(codes) - 1, -1, -1):
-        code = codes[slot]
-        if not POSSIBLE[code]:
-            continue
-        attended = ATTENDED[code]
-        in_year = origin + (slot >> 1) >= year_start
-        if in_year:
-            ytd_possible += 1
-            ytd_attended += attended
-        if seen < RECENT_LONG:
-            recent.append(slot)
-        if seen >= RECENT and in_year:
-            earlier_possible += 1
-            earlier_attended += attended
-        if since_full_week < 0:
-            run = run + 1 if attended else 0
-            if run == FULL_WEEK_SESSIONS:
-                since_full_week = seen + 1 - FULL_WEEK_SESSIONS
-        seen += 1
-    if since_full_week < 0:
-        since_full_week = seen
-    earlier_possible += state.folded_possible
-    earlier_attended += state.folded_attended
-
-    attended_flags = [ATTENDED[codes[s]] for s in recent]
-    current_run = 0
-    for flag in attended_flags:
-        if flag:
+    end = len(codes)
+    while len(recent) < RECENT_LONG:
+        end = possible_flags.rfind(1, 0, end)
+        if end < 0:
             break
-        current_run += 1
-    longest = spells = streak = 0
-    for flag in attended_flags:
-        if flag:
-            streak = 0
-        else:
-            streak += 1
-            spells += streak == 1
-            longest = max(longest, streak)
-    unauthorised = health = mon_fri = am_possible = am_absent = pm_possible = pm_absent = 0
-    for slot, flag in zip(recent, attended_flags):
+        recent.append(end)
+    in_year = codes[year_slot:]
+    ytd_possible = state.folded_possible + in_year.translate(POSSIBLE_TABLE).count(1)
+    ytd_attended = state.folded_attended + in_year.translate(ATTENDED_TABLE).count(1)
+    # Possible sessions in date order as A (attended) / X (absent), for runs and full weeks.
+    sequence = codes.translate(SEQUENCE_TABLE, NOT_POSSIBLE_CODES)
+    full_week = sequence.rfind(FULL_WEEK)
+    since_full_week = len(sequence) - full_week - FULL_WEEK_SESSIONS if full_week >= 0 else len(sequence)
+
+    # One pass over the recent sessions, newest first, with the lookups bound locally.
+    attended_table, late_table, unauthorised_table, health_table = ATTENDED, LATE, UNAUTHORISED, HEALTH
+    attended_10 = attended_20 = attended_40 = recent_20_in_year = recent_20_in_year_attended = 0
+    current_run = longest = spells = streak = 0
+    run_open = True
+    unauthorised = health = mon_fri = pm_possible = am_absent = pm_absent = late_20 = late_prev = 0
+    weekday_base = origin - 1
+    for position, slot in enumerate(recent):
         code = codes[slot]
         is_pm = slot & 1
-        am_possible += not is_pm
         pm_possible += is_pm
-        if flag:
+        if position < RECENT:
+            late_20 += late_table[code]
+            if slot >= year_slot:
+                recent_20_in_year += 1
+                recent_20_in_year_attended += attended_table[code]
+        else:
+            late_prev += late_table[code]
+        if attended_table[code]:
+            attended_40 += 1
+            if position < RECENT:
+                attended_20 += 1
+                if position < RECENT_SHORT:
+                    attended_10 += 1
+            streak = 0
+            run_open = False
             continue
-        unauthorised += UNAUTHORISED[code]
-        health += HEALTH[code]
-        weekday = (origin + (slot >> 1) - 1) % 7
-        mon_fri += weekday in (MONDAY, FRIDAY)
-        am_absent += not is_pm
-        pm_absent += is_pm
-    late = [LATE[codes[s]] for s in recent]
+        if run_open:
+            current_run += 1
+        streak += 1
+        if streak == 1:
+            spells += 1
+        if streak > longest:
+            longest = streak
+        unauthorised += unauthorised_table[code]
+        health += health_table[code]
+        if (weekday_base + (slot >> 1)) % 7 in (MONDAY, FRIDAY):
+            mon_fri += 1
+        if is_pm:
+            pm_absent += 1
+        else:
+            am_absent += 1
+    n_recent = len(recent)
     return WindowStats(
         latest_date=state.latest_date,
-        possible_10=min(len(recent), RECENT_SHORT), attended_10=sum(attended_flags[:RECENT_SHORT]),
-        possible_20=min(len(recent), RECENT), attended_20=sum(attended_flags[:RECENT]),
-        possible_40=len(recent), attended_40=sum(attended_flags),
+        possible_10=min(n_recent, RECENT_SHORT), attended_10=attended_10,
+        possible_20=min(n_recent, RECENT), attended_20=attended_20,
+        possible_40=n_recent, attended_40=attended_40,
         possible_ytd=ytd_possible, attended_ytd=ytd_attended,
-        earlier_possible=earlier_possible, earlier_attended=earlier_attended,
+        earlier_possible=ytd_possible - recent_20_in_year,
+        earlier_attended=ytd_attended - recent_20_in_year_attended,
         current_absence_run=current_run, longest_absence_run_40=longest, absence_spells_40=spells,
-        unauthorised_40=unauthorised, health_40=health,
-        late_20=sum(late[:RECENT]), late_previous_20=sum(late[RECENT:]),
+        unauthorised_40=unauthorised, health_40=health, late_20=late_20, late_previous_20=late_prev,
         monday_friday_absences_40=mon_fri,
-        am_possible_40=am_possible, am_absences_40=am_absent, pm_possible_40=pm_possible, pm_absences_40=pm_absent,
-        sessions_since_full_week=since_full_week,
+        am_possible_40=n_recent - pm_possible, am_absences_40=am_absent, pm_possible_40=pm_possible,
+        pm_absences_40=pm_absent, sessions_since_full_week=since_full_week,
     )
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterator
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
@@ -27,6 +28,7 @@ class ReplayReport:
     applied: int = 0
     dead_lettered: int = 0
     events: int = 0
+    outcomes: Counter[str] = field(default_factory=Counter)
     states: dict[str, PupilState] = field(default_factory=dict)
 
 
@@ -43,7 +45,7 @@ def _batches(rows: Iterator[CsvRow], size: int) -> Iterator[list[CsvRow]]:
 
 def replay_file(path: Path, engine: DecisionEngine, *, out: TextIO | None = None,
                 dead_letters: TextIO | None = None, today: dt.date | None = None,
-                max_future_days: int = 31) -> tuple[ReplayReport, list[InterventionEvent]]:
+                max_future_days: int = 31, batch_size: int = BATCH) -> tuple[ReplayReport, list[InterventionEvent]]:
     report = ReplayReport()
     events: list[InterventionEvent] = []
 
@@ -52,7 +54,7 @@ def replay_file(path: Path, engine: DecisionEngine, *, out: TextIO | None = None
         if dead_letters is not None:
             dead_letters.write(letter.model_dump_json() + "\n")
 
-    for batch in _batches(read_marks(path, today=today, max_future_days=max_future_days), BATCH):
+    for batch in _batches(read_marks(path, today=today, max_future_days=max_future_days), batch_size):
         report.read += len(batch)
         valid = [row for row in batch if row.mark is not None]
         for row in batch:
@@ -63,6 +65,7 @@ def replay_file(path: Path, engine: DecisionEngine, *, out: TextIO | None = None
             row = valid[index]
             reject(dead_letter(rejection, row.raw, stage="replay", source_file=str(path), line=row.line))
         report.applied += len(valid) - len(result.rejected)
+        report.outcomes.update({outcome.value: count for outcome, count in result.outcomes.items() if count})
         for event in result.events:
             events.append(event)
             if out is not None:

@@ -67,7 +67,7 @@ def ensure_topics(settings: Settings, specs: list[TopicSpec] | None = None) -> d
                 report[spec.name] = "exists"
         present = [spec for spec in specs if spec.name not in report]
         if present:
-            described = {d["topic"]: d for d in admin.describe_topics([s.name for s in present])}
+            described = {d["name"]: d for d in admin.describe_topics([s.name for s in present])}
             for spec in present:
                 found = len(described.get(spec.name, {}).get("partitions", []))
                 if found != spec.partitions:

@@ -54,8 +54,7 @@ def worker(bootstrap: str | None, web_port: int | None, model_path: Path | None,
     app.worker_init()
     app.discover()
     app.worker_init_post_autodiscover()
-    Worker(app, loglevel=settings.log_level, web_port=settings.web_port,
-           web_host=settings.web_host).execute_from_commandline()
+    Worker(app, loglevel=settings.log_level).execute_from_commandline()
 
 
 @cli.command()
@@ -212,3 +211,7 @@ cli.add_command(simulate)
 
 def main() -> None:
     cli()
+
+
+if __name__ == "__main__":
+    main()

@@ -2,32 +2,19 @@
 
 from __future__ import annotations
 
-from faust.serializers import codecs
-
 from models.state import PupilState
 from streams.app import app, settings
 
-
-class PupilStateCodec(codecs.Codec):
-    """The compact binary form of PupilState on the changelog topic."""
-
-    def _dumps(self, obj: PupilState) -> bytes:
-        return obj.to_bytes()
-
-    def _loads(self, s: bytes) -> PupilState:
-        return PupilState.from_bytes(s)
-
-
-codecs.register("pupil_state", PupilStateCodec())
-
+# Values on the changelog are PupilState's compact binary form. In memory a key holds either
+# those bytes (as restored from the changelog) or the decoded PupilState once touched.
 pupil_state = app.Table(
-    "pupil-state", default=None, key_type=str, value_type=None, key_serializer="raw",
-    value_serializer="pupil_state", partitions=settings.topic_partitions,
+    "pupil-state", default=None, key_type=str, value_type=bytes, partitions=settings.topic_partitions,
+    help="Per-pupil register sessions (keyed by date and session), year totals and alert-policy state.",
 )
 
 
 class PartitionWriter:
-    """Writes states into the table from a micro-batch holding several partitions.
+    """Reads and writes pupil states from a micro-batch that spans several partitions.
 
     Faust's table assignment sends the changelog record to the partition of the *current*
     event, which in a micro-batch is only the last one; here each pupil's record goes to the
@@ -39,8 +26,12 @@ class PartitionWriter:
         self.partitions = partitions
 
     def get(self, pupil_id: str) -> PupilState | None:
-        return self.table.data.get(pupil_id)
+        value = self.table.data.get(pupil_id)
+        if isinstance(value, bytes):
+            value = PupilState.from_bytes(value)
+            self.table.data[pupil_id] = value
+        return value
 
     def __setitem__(self, pupil_id: str, state: PupilState) -> None:
         self.table.data[pupil_id] = state
-        self.table.send_changelog(self.partitions[pupil_id], pupil_id, state)
+        self.table.send_changelog(self.partitions[pupil_id], pupil_id, state.to_bytes())

@@ -5,8 +5,10 @@ from __future__ import annotations
 from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from models.state import PupilState
 from streams.agents import runtime
 from streams.app import app
+from streams.tables import pupil_state
 
 
 @app.page("/metrics")
@@ -53,3 +55,19 @@ class Model(View):
         body = {"loaded": loaded, "version": runtime.model.version if runtime.model else None,
                 "error": runtime.model_error}
         return self.json(body, status=200 if loaded else 409)
+
+
+@app.page("/state")
+class StateSummary(View):
+    """Totals over the pupil states this worker holds: for reconciliation, never per pupil."""
+
+    async def get(self, request: Request) -> Response:
+        pupils = sessions = folded = flagged = 0
+        for value in list(pupil_state.data.values()):
+            state = PupilState.from_bytes(value) if isinstance(value, bytes) else value
+            pupils += 1
+            sessions += state.counted_marks()
+            folded += state.folded_possible
+            flagged += state.policy.flagged
+        return self.json({"pupils": pupils, "sessions_held": sessions, "possible_sessions_folded": folded,
+                          "pupils_flagged": flagged})

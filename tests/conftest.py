@@ -49,3 +49,23 @@ def present_days():
     def build(count: int) -> list[tuple[str, str]]:
         return [("/", "\\")] * count
     return build
+
+
+@pytest.fixture(scope="session")
+def broker(tmp_path_factory):
+    from ops.broker import EmbeddedBroker
+
+    log = tmp_path_factory.mktemp("broker") / "tansu.log"
+    with EmbeddedBroker(log_path=log) as embedded:
+        yield embedded
+
+
+@pytest.fixture(scope="session")
+def model_path():
+    """The model shipped in the repository (the worker's default)."""
+    from models.artifact import load_model
+    from streams.settings import Settings
+
+    path = Settings().model_path
+    load_model(path)  # fails loudly if the shipped model no longer matches the code
+    return path

@@ -1,0 +1,174 @@
+"""The walking skeleton end to end on the embedded broker: CSV -> ingest -> Kafka -> Faust worker
+-> interventions, checked against offline replay and reconciled mark by mark."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import json
+import os
+import re
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+from models.artifact import load_model
+from models.engine import DecisionEngine
+from models.replay import replay_file
+from schemas.events import InterventionEvent
+from schemas.interchange import read_marks
+from tests.conftest import school_days
+from tests.stack import REPO, WorkerProcess, consume_all, create_topics, isolated_env, metric_sum, produce_raw
+
+pytestmark = [pytest.mark.broker, pytest.mark.slow]
+
+ENFORCEMENT = re.compile(r"\b(fines?|fined|penalt\w*|prosecut\w*|enforce\w*|magistrate\w*|court)\b", re.IGNORECASE)
+HEADER = ["school_id", "pupil_id", "date", "session", "code", "recorded_at"]
+START = dt.date(2025, 9, 8)
+
+
+def crafted_rows() -> list[list[str]]:
+    """Two schools of pupils with known stories, including duplicates and amendments."""
+    rows = []
+    days = list(school_days(START, 45))
+    for school in ("SCHA", "SCHB"):
+        for n in range(30):
+            pupil = f"{school}-P{n:03d}"
+            for i, day in enumerate(days):
+                for session, present in (("AM", "/"), ("PM", "\\")):
+                    code = present
+                    if n < 4 and i >= 25:  # a sudden, sustained drop
+                        code = "N"
+                    elif n == 4 and i >= 25 and day.weekday() in (0, 4):  # an emerging Monday/Friday pattern
+                        code = "N"
+                    elif n == 5 and 20 <= i < 25:  # one week of illness, then back
+                        code = "I"
+                    elif (n * 7 + i) % 23 == 0:  # ordinary odd absence
+                        code = "I"
+                    stamp = f"{day}T{'08:50' if session == 'AM' else '13:20'}:00+00:00"
+                    rows.append([school, pupil, day.isoformat(), session, code, stamp])
+                    if code == "N" and n == 1:  # school re-codes some N to I at noon
+                        rows.append([school, pupil, day.isoformat(), session, "I", f"{day}T12:00:00+00:00"])
+    rows += [list(row) for row in rows[:300]]  # a re-export: exact duplicates
+    return rows
+
+
+BAD_ROWS = [
+    ["SCHA", "Jane Smith", "2025-09-08", "AM", "/", ""],
+    ["SCHA", "SCHA-P001", "2025-09-31", "AM", "/", ""],
+    ["SCHA", "SCHA-P001", "2025-09-08", "EV", "/", ""],
+    ["SCHA", "SCHA-P001", "2025-09-08", "AM", "ZZ", ""],
+    ["", "SCHA-P001", "2025-09-08", "AM", "/", ""],
+    ["SCHA", "SCHA-P001", "2031-09-08", "AM", "/", ""],
+]
+
+
+@pytest.fixture
+def marks_csv(tmp_path) -> Path:
+    path = tmp_path / "marks.csv"
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(HEADER)
+        rows = crafted_rows()
+        writer.writerows(rows[:1000] + BAD_ROWS[:3] + rows[1000:] + BAD_ROWS[3:])
+    return path
+
+
+def test_marks_in_interventions_out_and_everything_reconciles(broker, model_path, marks_csv, tmp_path):
+    tag = f"e2e{uuid.uuid4().hex[:8]}"
+    env = isolated_env(broker.bootstrap, tag)
+    settings = create_topics(env)
+    worker = WorkerProcess(env, tmp_path).start()
+    try:
+        worker.wait_ready()
+        ingest = subprocess.run([sys.executable, "-m", "streams.cli", "ingest", str(marks_csv)], cwd=REPO,
+                                env={**os.environ, **env}, capture_output=True, text=True, timeout=300)
+        assert ingest.returncode == 0, ingest.stderr
+        counts = re.search(r"read (\d+), published (\d+), rejected (\d+)", ingest.stdout)
+        read, published, rejected = map(int, counts.groups())
+        assert rejected == len(BAD_ROWS) and read == published + rejected
+
+        valid_mark = json.dumps({"school_id": "SCHA", "pupil_id": "SCHA-REKEY", "date": "2025-09-08",
+                                 "session": "AM", "code": "/", "recorded_at": "2025-09-08T08:50:00Z"}).encode()
+        poison = [
+            (b"k", b"\x00\xff\xfe binary garbage \x81"),
+            (b"k", b'{"school_id": "SCHA", "pupil_id": '),
+            (b"SCHA-P001", json.dumps({"school_id": "SCHA", "pupil_id": "SCHA-P001", "date": "2025-09-08",
+                                       "session": "AM", "code": "Q7", "recorded_at": "2025-09-08T09:00:00Z"}).encode()),
+            (b"SCHA-P001", json.dumps({"schema_version": 2, "school_id": "SCHA", "pupil_id": "SCHA-P001",
+                                       "date": "2025-09-08", "session": "AM", "code": "/",
+                                       "recorded_at": "2025-09-08T09:00:00Z"}).encode()),
+            (b"k", b"{" + b" " * 200_000 + b"}"),
+            (None, valid_mark),  # no key: re-published keyed by pupil, then counted once
+        ]
+        produce_raw(broker.bootstrap, settings.topic_marks, poison)
+        expected_consumed = published + len(poison) + 1  # the re-keyed copy is read again
+
+        # Nothing lost: every mark read is applied to state or dead-lettered (or re-keyed once).
+        def settled(values):
+            handled = (metric_sum(values, "reconnect_marks_applied_total")
+                       + metric_sum(values, "reconnect_marks_dead_lettered_total")
+                       + metric_sum(values, "reconnect_marks_rekeyed_total"))
+            return metric_sum(values, "reconnect_marks_consumed_total") >= expected_consumed and handled == expected_consumed
+
+        import time
+        deadline = time.monotonic() + 240
+        values = worker.wait_consumed(expected_consumed, timeout=240)
+        while not settled(values) and time.monotonic() < deadline:
+            time.sleep(0.5)
+            values = worker.metrics()
+        assert settled(values), values
+        assert metric_sum(values, "reconnect_marks_dead_lettered_total") == 5
+        assert metric_sum(values, "reconnect_marks_rekeyed_total") == 1
+        applied = metric_sum(values, "reconnect_marks_applied_total")
+        assert applied == published + 1
+
+        # Idempotent state: each distinct (pupil, date, session) counted exactly once.
+        valid_keys = {row.mark.key for row in read_marks(marks_csv) if row.mark is not None}
+        state = worker.state()
+        assert state["sessions_held"] == len(valid_keys) + 1  # + the re-keyed mark
+        assert state["pupils"] == 61
+        repeats = (metric_sum(values, 'reconnect_marks_applied_total{outcome="duplicate"}')
+                   + metric_sum(values, 'reconnect_marks_applied_total{outcome="superseded"}'))
+        assert repeats >= 300  # the re-exported rows at least: recognised, not counted again
+        assert metric_sum(values, "reconnect_marks_applied_total{outcome=\"amended\"}") > 0
+
+        # The same interventions as offline replay, to the last field.
+        stream_events = [InterventionEvent.model_validate_json(r.value)
+                         for r in consume_all(broker.bootstrap, settings.topic_interventions, idle_s=3)]
+        engine = DecisionEngine(load_model(model_path), window_days=settings.state_window_days)
+        report, replay_events = replay_file(marks_csv, engine)
+        assert report.dead_lettered == len(BAD_ROWS)
+        stream_outcomes = {o: metric_sum(values, f'reconnect_marks_applied_total{{outcome="{o}"}}')
+                           for o in ("new", "amended", "duplicate", "superseded")}
+        stream_outcomes["new"] -= 1  # the re-keyed mark, which replay never saw
+        assert stream_outcomes == {o: report.outcomes.get(o, 0) for o in stream_outcomes}
+        assert replay_events, "the crafted dips must raise concerns"
+        by_id = lambda events: {e.event_id: e.model_dump() for e in events}  # noqa: E731
+        assert by_id(stream_events) == by_id(replay_events)
+        assert len(stream_events) == len(by_id(stream_events)), "no event published twice"
+        concerned = {e.pupil_id for e in stream_events if e.kind == "concern"}
+        assert {"SCHA-P000", "SCHA-P002", "SCHB-P003"} <= concerned
+        assert "SCHA-P005" not in concerned and "SCHB-P005" not in concerned, "one week of illness is not a dip"
+        assert metric_sum(values, "reconnect_interventions_published_total") >= len(stream_events) > 0
+
+        # Dead letters carry the raw input and a precise reason.
+        letters = [json.loads(r.value) for r in consume_all(broker.bootstrap, settings.topic_dead_letter, idle_s=3)]
+        reasons = sorted(letter["reason"] for letter in letters)
+        assert reasons == sorted(["malformed_id", "invalid_date", "unknown_session", "unknown_code", "empty_id",
+                                  "future_date", "invalid_encoding", "invalid_json", "unknown_code",
+                                  "unsupported_schema_version", "payload_too_large"])
+        ingest_letters = [l for l in letters if l["stage"] == "ingest"]
+        assert all(l["line"] and l["raw"] and l["source_file"] for l in ingest_letters)
+        assert all(l["offset"] is not None for l in letters if l["stage"] == "worker")
+
+        # Support, never punishment: nothing anywhere names enforcement.
+        texts = [r.value.decode() for r in consume_all(broker.bootstrap, settings.topic_interventions, idle_s=1)]
+        texts += [worker.get("/metrics")[1], ingest.stdout, worker.log_tail(500)]
+        for text in texts:
+            assert not ENFORCEMENT.search(text), ENFORCEMENT.search(text)
+    finally:
+        worker.stop()
