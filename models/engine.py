@@ -16,7 +16,7 @@ import numpy as np
 
 from models.artifact import RiskModel
 from models.explain import build_event
-from models.features import WindowStats, features, rate
+from models.features import WindowStats, features
 from models.policy import DecisionKind, PolicyConfig, decide
 from models.state import ApplyOutcome, OutsideWindowError, PupilState
 from schemas.events import InterventionEvent, InterventionKind
@@ -96,7 +96,8 @@ class DecisionEngine:
         stats = item.stats
         decision = decide(
             item.state.policy, self.policy, score, day=item.day,
-            possible_sessions=stats.possible_ytd, recent_rate=rate(stats.attended_20, stats.possible_20),
+            possible_sessions=stats.possible_ytd, recent_rate=stats.attended_20 / max(stats.possible_20, 1),
+            short_rate=stats.attended_10 / max(stats.possible_10, 1),
         )
         if decision is None:
             return None

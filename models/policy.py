@@ -29,6 +29,11 @@ class PolicyConfig(BaseModel):
     cooldown_days: int = Field(21, ge=0, description="Calendar days after an alert before a new concern.")
     escalation_gap_days: int = Field(7, ge=0, description="Calendar days after an alert before an escalation.")
     recovery_days: int = Field(5, ge=1, description="School days below the exit score before `improving`.")
+    recovery_min_rate: float = Field(
+        0.9, gt=0, le=1,
+        description="Share of the last 10 possible sessions attended before a recovery counts: a low score "
+        "alone can mean the pupil's low attendance has become their new normal, which is not recovery.",
+    )
 
     @model_validator(mode="after")
     def _ordered(self) -> PolicyConfig:
@@ -85,12 +90,13 @@ class PolicyState:
 
 def decide(
     state: PolicyState, config: PolicyConfig, score: float, *, day: int, possible_sessions: int,
-    recent_rate: float,
+    recent_rate: float, short_rate: float,
 ) -> Decision | None:
     """Update the pupil's policy state for one scored mark; the event to publish, if any.
 
     `day` is the ordinal of the latest school day seen for the pupil, so a late amendment of an
-    old session cannot move the policy's clock backwards.
+    old session cannot move the policy's clock backwards. `recent_rate` is attendance over the
+    last 20 possible sessions (remembered at an alert), `short_rate` over the last 10.
     """
     if possible_sessions < config.min_possible_sessions:
         return None
@@ -105,7 +111,7 @@ def decide(
     if tier > state.tier and day - state.last_alert >= config.escalation_gap_days:
         state.tier, state.last_alert, state.low_days = tier, day, 0
         return Decision(DecisionKind.CONCERN, tier, escalation=True)
-    if score >= config.exit_score:
+    if score >= config.exit_score or short_rate < config.recovery_min_rate:
         state.low_days = 0
         return None
     if day != state.last_low:

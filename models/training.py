@@ -69,7 +69,8 @@ def simulate_alert_rate(scores: np.ndarray, ts: TrainingSet, config: PolicyConfi
     for i in order:
         state = states.setdefault(ts.pupil_id[i], PolicyState())
         decision = decide(state, config, float(scores[i]), day=int(ts.day[i]), possible_sessions=10**6,
-                          recent_rate=float(ts.X[i, FEATURE_NAMES.index("rate_20")]))
+                          recent_rate=float(ts.X[i, FEATURE_NAMES.index("rate_20")]),
+                          short_rate=float(ts.X[i, FEATURE_NAMES.index("rate_10")]))
         concerns += decision is not None and decision.kind == "concern"
     pupils = len(np.unique(ts.pupil_id))
     weeks = max((int(ts.day.max()) - int(ts.day.min()) + 1) / 7, 1 / 7)

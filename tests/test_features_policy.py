@@ -79,11 +79,12 @@ CONFIG = PolicyConfig(enter_score=0.5, exit_score=0.2, tier2_score=0.7, tier3_sc
                       escalation_gap_days=7, recovery_days=3, min_possible_sessions=20)
 
 
-def run(scores, *, start=800_000, possible=100):
+def run(scores, *, start=800_000, possible=100, short_rate=1.0):
     state = PolicyState()
     out = []
     for offset, score in enumerate(scores):
-        out.append(decide(state, CONFIG, score, day=start + offset, possible_sessions=possible, recent_rate=0.7))
+        out.append(decide(state, CONFIG, score, day=start + offset, possible_sessions=possible, recent_rate=0.7,
+                          short_rate=short_rate))
     return out, state
 
 
@@ -113,6 +114,12 @@ def test_recovery_emits_improving_then_cooldown():
     decisions, _ = run([0.8, 0.1, 0.1, 0.1] + [0.8] * 30)
     concern_days = [i for i, d in enumerate(decisions) if d and d.kind is DecisionKind.CONCERN]
     assert concern_days == [0, 24]  # 21 days after the improving event on day 3
+
+
+def test_a_low_score_without_attendance_back_is_not_recovery():
+    decisions, state = run([0.8] + [0.05] * 10, short_rate=0.6)
+    assert [d.kind for d in decisions if d] == [DecisionKind.CONCERN]
+    assert state.flagged
 
 
 def test_no_alert_without_enough_evidence():
