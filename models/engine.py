@@ -16,8 +16,8 @@ import numpy as np
 
 from models.artifact import RiskModel
 from models.explain import build_event
-from models.features import WindowStats, features
-from models.policy import DecisionKind, PolicyConfig, decide
+from models.features import Snapshot, WindowStats, features_batch, snapshot
+from models.policy import Decision, DecisionKind, PolicyConfig, decide
 from models.state import ApplyOutcome, OutsideWindowError, PupilState
 from schemas.events import InterventionEvent, InterventionKind
 from schemas.marks import MarkRejected, RegisterMark, RejectReason
@@ -40,10 +40,8 @@ class _Pending:
     index: int
     mark: RegisterMark
     state: PupilState
-    stats: WindowStats
-    row: tuple[float, ...]
     # Snapshots at the mark: the state object moves on with later marks of the same batch.
-    day: int
+    snapshot: Snapshot
     school_id: str
 
 
@@ -75,39 +73,36 @@ class DecisionEngine:
             result.touched[mark.pupil_id] = state
             # Only a change to the pupil's record can change the decision.
             if outcome in (ApplyOutcome.NEW, ApplyOutcome.AMENDED):
-                stats, row = features(state)
-                pending.append(_Pending(index, mark, state, stats, row, state.latest_ordinal, state.school_id))
+                pending.append(_Pending(index, mark, state, snapshot(state), state.school_id))
         for pupil_id, state in result.touched.items():
             states[pupil_id] = state
         if not pending:
             return result
+        batch, X = features_batch([p.snapshot for p in pending])
         started = time.perf_counter()
-        scores = self.model.score(np.asarray([p.row for p in pending], dtype=np.float64))
+        scores = self.model.score(X)
         result.scoring_seconds = time.perf_counter() - started
         result.scored = len(pending)
-        for item, score in zip(pending, scores):
-            event = self._decide(item, float(score))
-            if event is not None:
-                result.events.append(event)
+        possible_ytd = batch["possible_ytd"].tolist()
+        recent_rate = (batch["attended_20"] / np.maximum(batch["possible_20"], 1)).tolist()
+        short_rate = (batch["attended_10"] / np.maximum(batch["possible_10"], 1)).tolist()
+        for i, (item, score) in enumerate(zip(pending, scores.tolist())):
+            decision = decide(item.state.policy, self.policy, score, day=item.snapshot.latest_ordinal,
+                              possible_sessions=possible_ytd[i], recent_rate=recent_rate[i],
+                              short_rate=short_rate[i])
+            if decision is not None:
+                result.events.append(self._event(item, decision, score, batch.row(i), X[i]))
                 result.event_marks.append(item.index)
         return result
 
-    def _decide(self, item: _Pending, score: float) -> InterventionEvent | None:
-        stats = item.stats
-        decision = decide(
-            item.state.policy, self.policy, score, day=item.day,
-            possible_sessions=stats.possible_ytd, recent_rate=stats.attended_20 / max(stats.possible_20, 1),
-            short_rate=stats.attended_10 / max(stats.possible_10, 1),
-        )
-        if decision is None:
-            return None
+    def _event(self, item: _Pending, decision: Decision, score: float, stats: WindowStats,
+               row: np.ndarray) -> InterventionEvent:
         concern = decision.kind is DecisionKind.CONCERN
-        contributions = self.model.contributions(np.asarray(item.row)) if concern else None
         return build_event(
             kind=InterventionKind.CONCERN if concern else InterventionKind.IMPROVING,
             tier=decision.tier, escalation=decision.escalation, score=score,
             pupil_id=item.mark.pupil_id, school_id=item.school_id, as_of=item.mark.date, stats=stats,
-            contributions=contributions, model_version=self.model.version,
+            contributions=self.model.contributions(row) if concern else None, model_version=self.model.version,
             rate_at_alert=decision.rate_at_alert, support_needs=self.support_needs(item.mark.pupil_id),
         )
 

@@ -1,29 +1,38 @@
 """The one pure feature function: per-pupil state in, attendance-behaviour features out.
 
-Training, offline replay and the stream all call `summarise` and `feature_vector`, so what
-was evaluated is what runs. Only attendance behaviour goes in; demographics never do.
+Training, offline replay and the stream all call `summarise_batch` (or `features`, its
+one-pupil form), so what was evaluated is what runs. Only attendance behaviour goes in;
+demographics never do.
+
+The stream scores every mark, so this is the hot path: each mark's state is snapshotted
+(a copy of a few hundred bytes) and a whole micro-batch is summarised with numpy at once.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import asdict, dataclass
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, fields
+
+import numpy as np
 
 from models.state import ATTENDED, HEALTH, LATE, POSSIBLE, UNAUTHORISED, PupilState
 
-# Translation tables over code indices (bytes.translate runs in C).
-POSSIBLE_TABLE = POSSIBLE + bytes(256 - len(POSSIBLE))
-ATTENDED_TABLE = ATTENDED + bytes(256 - len(ATTENDED))
-SEQUENCE_TABLE = bytes((ord("A") if i < len(ATTENDED) and ATTENDED[i] else ord("X")) for i in range(256))
-NOT_POSSIBLE_CODES = bytes(i for i in range(256) if i >= len(POSSIBLE) or not POSSIBLE[i])
-
 RECENT_SHORT, RECENT, RECENT_LONG = 10, 20, 40
 FULL_WEEK_SESSIONS = 10
-FULL_WEEK = b"A" * FULL_WEEK_SESSIONS
 # Shrinks rates computed on few sessions towards a typical pupil's attendance (national ~93%).
 PRIOR_RATE = 0.93
 PRIOR_WEIGHT = 10.0
 MONDAY, FRIDAY = 0, 4
+
+
+# One lookup per slot gives every property of its code as bits.
+POSSIBLE_BIT, ATTENDED_BIT, LATE_BIT, UNAUTHORISED_BIT, HEALTH_BIT = 1, 2, 4, 8, 16
+FLAGS = np.zeros(256, dtype=np.uint8)
+for _bit, _table in ((POSSIBLE_BIT, POSSIBLE), (ATTENDED_BIT, ATTENDED), (LATE_BIT, LATE),
+                     (UNAUTHORISED_BIT, UNAUTHORISED), (HEALTH_BIT, HEALTH)):
+    FLAGS[: len(_table)] |= np.frombuffer(_table, dtype=np.uint8) * np.uint8(_bit)
+FLAG_TABLE = FLAGS.tobytes()  # for bytes.translate: code index -> flag bits, in C
 
 
 @dataclass(slots=True)
@@ -63,92 +72,159 @@ class WindowStats:
         return asdict(self)
 
 
-def rate(attended: int, possible: int) -> float:
+def rate(attended, possible):  # scalars or numpy arrays
+    """Attendance rate shrunk towards a typical pupil when there are few sessions."""
     return (attended + PRIOR_RATE * PRIOR_WEIGHT) / (possible + PRIOR_WEIGHT)
 
 
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """What the features need of a pupil's state, copied at one mark."""
+
+    flags: bytes  # per slot, the FLAGS bits of its code
+    origin: int
+    year_slot: int  # first slot of the current academic year (0 when before the window)
+    folded_possible: int
+    folded_attended: int
+    latest_ordinal: int
+
+
+def snapshot(state: PupilState) -> Snapshot:
+    return Snapshot(state.codes.translate(FLAG_TABLE), state.origin, max((state.year_start_ordinal - state.origin) * 2, 0),
+                    state.folded_possible, state.folded_attended, state.latest_ordinal)
+
+
+STAT_NAMES = tuple(f.name for f in fields(WindowStats) if f.name != "latest_date")
+
+
+@dataclass(slots=True)
+class WindowBatch:
+    """WindowStats for many snapshots at once: one int64 array per field."""
+
+    latest_ordinal: np.ndarray
+    columns: dict[str, np.ndarray]
+
+    def __len__(self) -> int:
+        return len(self.latest_ordinal)
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return self.columns[name]
+
+    def row(self, i: int) -> WindowStats:
+        return WindowStats(latest_date=dt.date.fromordinal(int(self.latest_ordinal[i])),
+                           **{name: int(column[i]) for name, column in self.columns.items()})
+
+
+def _stack(snapshots: Sequence[Snapshot]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Slot flags as one (B, slots) matrix, left-padded with empty days where windows differ."""
+    width = max(len(s.flags) for s in snapshots)
+    n = len(snapshots)
+    origin = np.fromiter((s.origin for s in snapshots), np.int64, n)
+    year_slot = np.fromiter((s.year_slot for s in snapshots), np.int64, n)
+    if all(len(s.flags) == width for s in snapshots):
+        return np.frombuffer(b"".join(s.flags for s in snapshots), dtype=np.uint8).reshape(n, width), origin, year_slot
+    flags = np.zeros((n, width), dtype=np.uint8)
+    for i, snap in enumerate(snapshots):
+        pad = width - len(snap.flags)
+        flags[i, pad:] = np.frombuffer(snap.flags, dtype=np.uint8)
+        origin[i] -= pad // 2
+        year_slot[i] += pad
+    return flags, origin, year_slot
+
+
+def summarise_batch(snapshots: Sequence[Snapshot]) -> WindowBatch:
+    """The counts every feature and explanation needs, for each snapshot."""
+    flags, origin, year_slot = _stack(snapshots)
+    n, width = flags.shape
+    possible = (flags & POSSIBLE_BIT).astype(bool)
+    attended = (flags & ATTENDED_BIT).astype(bool)
+    absent = possible & ~attended
+    # Position of each possible session counted from the newest (1 = most recent).
+    possible_so_far = np.cumsum(possible, axis=1, dtype=np.int16)
+    total_possible = possible_so_far[:, -1:]
+    from_end = total_possible - possible_so_far + possible
+    total_possible = total_possible[:, 0]
+
+    in_year = np.arange(width)[None, :] >= year_slot[:, None]
+    year_counts = np.stack([possible & in_year, attended & in_year]).sum(axis=2, dtype=np.int64)
+    possible_ytd = np.fromiter((s.folded_possible for s in snapshots), np.int64, n) + year_counts[0]
+    attended_ytd = np.fromiter((s.folded_attended for s in snapshots), np.int64, n) + year_counts[1]
+
+    # Consecutive attended possible sessions, in date order; the last slot where ten are reached.
+    attended_so_far = np.cumsum(attended, axis=1, dtype=np.int16)
+    reset = np.maximum.accumulate(np.where(absent, attended_so_far, 0), axis=1)
+    full_week_end = attended & (attended_so_far - reset >= FULL_WEEK_SESSIONS)
+    has_full_week = full_week_end.any(axis=1)
+    last_end = width - 1 - np.argmax(full_week_end[:, ::-1], axis=1)
+    since_full_week = np.where(has_full_week, from_end[np.arange(n), last_end] - 1, total_possible)
+
+    # Everything else looks at the last 40 possible sessions only: work on the slots they span.
+    in_recent = possible & (from_end <= RECENT_LONG)
+    first = int(np.argmax(in_recent.any(axis=0))) if in_recent.any() else width
+    tail = slice(first, width)
+    flags, possible, attended, absent, from_end = (a[:, tail] for a in (flags, possible, attended, absent, from_end))
+    slot = np.arange(first, width)
+    recent_10 = possible & (from_end <= RECENT_SHORT)
+    recent_20 = possible & (from_end <= RECENT)
+    recent_40 = in_recent[:, tail]
+    older_20 = recent_40 & ~recent_20
+    recent_20_in_year = recent_20 & in_year[:, tail]
+    absent_40 = absent & recent_40
+    is_pm = (slot & 1).astype(bool)[None, :]
+    weekday = (origin[:, None] + (slot[None, :] >> 1) - 1) % 7
+    late = (flags & LATE_BIT).astype(bool)
+    possible_40 = recent_40.sum(axis=1, dtype=np.int64)
+
+    # Recent possible sessions as a dense (B, 40) matrix, newest first, for runs and spells.
+    rows, cols = np.nonzero(recent_40)
+    dense_absent = np.zeros((n, RECENT_LONG), dtype=bool)
+    dense_absent[rows, from_end[rows, cols] - 1] = absent[rows, cols]
+    newest_attended = np.where(attended & recent_40, from_end, RECENT_LONG + 1).min(axis=1, initial=RECENT_LONG + 1)
+    current_run = np.minimum(newest_attended - 1, possible_40)
+    spell_start = dense_absent.copy()
+    spell_start[:, 1:] &= ~dense_absent[:, :-1]
+    longest = np.zeros(n, dtype=np.int64)
+    streak = np.zeros(n, dtype=np.int64)
+    for column in dense_absent.T:
+        streak = (streak + 1) * column
+        np.maximum(longest, streak, out=longest)
+
+    # All the tail counts in one reduction: fewer numpy calls matter more than array size here.
+    monday_friday = (weekday == MONDAY) | (weekday == FRIDAY)
+    unauthorised = (flags & UNAUTHORISED_BIT).astype(bool)
+    health = (flags & HEALTH_BIT).astype(bool)
+    masks = {
+        "possible_10": recent_10, "attended_10": attended & recent_10,
+        "possible_20": recent_20, "attended_20": attended & recent_20,
+        "attended_40": attended & recent_40,
+        "recent_20_in_year": recent_20_in_year, "attended_20_in_year": attended & recent_20_in_year,
+        "unauthorised_40": absent_40 & unauthorised, "health_40": absent_40 & health,
+        "late_20": late & recent_20, "late_previous_20": late & older_20,
+        "monday_friday_absences_40": absent_40 & monday_friday,
+        "am_possible_40": recent_40 & ~is_pm, "am_absences_40": absent_40 & ~is_pm,
+        "pm_possible_40": recent_40 & is_pm, "pm_absences_40": absent_40 & is_pm,
+    }
+    counts = dict(zip(masks, np.stack(list(masks.values())).sum(axis=2, dtype=np.int64)))
+    columns = {
+        "possible_10": counts["possible_10"], "attended_10": counts["attended_10"],
+        "possible_20": counts["possible_20"], "attended_20": counts["attended_20"],
+        "possible_40": possible_40, "attended_40": counts["attended_40"],
+        "possible_ytd": possible_ytd, "attended_ytd": attended_ytd,
+        "earlier_possible": possible_ytd - counts["recent_20_in_year"],
+        "earlier_attended": attended_ytd - counts["attended_20_in_year"],
+        "current_absence_run": current_run.astype(np.int64),
+        "longest_absence_run_40": longest,
+        "absence_spells_40": spell_start.sum(axis=1, dtype=np.int64),
+        **{name: counts[name] for name in (
+            "unauthorised_40", "health_40", "late_20", "late_previous_20", "monday_friday_absences_40",
+            "am_possible_40", "am_absences_40", "pm_possible_40", "pm_absences_40")},
+        "sessions_since_full_week": since_full_week.astype(np.int64),
+    }
+    return WindowBatch(np.fromiter((s.latest_ordinal for s in snapshots), np.int64, n), columns)
+
+
 def summarise(state: PupilState) -> WindowStats:
-    """The counts every feature and explanation needs, from one pupil's state.
-
-    The hot path of the stream: whole-window counts run in C over the byte arrays
-    (bytes.translate / count / rfind); Python touches only the last 40 possible sessions.
-    """
-    codes = state.codes
-    origin = state.origin
-    year_slot = max((state.year_start_ordinal - origin) * 2, 0)
-    possible_flags = codes.translate(POSSIBLE_TABLE)
-    recent: list[int] = []  # slot indices of the last RECENT_LONG possible sessions, newest first
-    end = len(codes)
-    while len(recent) < RECENT_LONG:
-        end = possible_flags.rfind(1, 0, end)
-        if end < 0:
-            break
-        recent.append(end)
-    in_year = codes[year_slot:]
-    ytd_possible = state.folded_possible + in_year.translate(POSSIBLE_TABLE).count(1)
-    ytd_attended = state.folded_attended + in_year.translate(ATTENDED_TABLE).count(1)
-    # Possible sessions in date order as A (attended) / X (absent), for runs and full weeks.
-    sequence = codes.translate(SEQUENCE_TABLE, NOT_POSSIBLE_CODES)
-    full_week = sequence.rfind(FULL_WEEK)
-    since_full_week = len(sequence) - full_week - FULL_WEEK_SESSIONS if full_week >= 0 else len(sequence)
-
-    # One pass over the recent sessions, newest first, with the lookups bound locally.
-    attended_table, late_table, unauthorised_table, health_table = ATTENDED, LATE, UNAUTHORISED, HEALTH
-    attended_10 = attended_20 = attended_40 = recent_20_in_year = recent_20_in_year_attended = 0
-    current_run = longest = spells = streak = 0
-    run_open = True
-    unauthorised = health = mon_fri = pm_possible = am_absent = pm_absent = late_20 = late_prev = 0
-    weekday_base = origin - 1
-    for position, slot in enumerate(recent):
-        code = codes[slot]
-        is_pm = slot & 1
-        pm_possible += is_pm
-        if position < RECENT:
-            late_20 += late_table[code]
-            if slot >= year_slot:
-                recent_20_in_year += 1
-                recent_20_in_year_attended += attended_table[code]
-        else:
-            late_prev += late_table[code]
-        if attended_table[code]:
-            attended_40 += 1
-            if position < RECENT:
-                attended_20 += 1
-                if position < RECENT_SHORT:
-                    attended_10 += 1
-            streak = 0
-            run_open = False
-            continue
-        if run_open:
-            current_run += 1
-        streak += 1
-        if streak == 1:
-            spells += 1
-        if streak > longest:
-            longest = streak
-        unauthorised += unauthorised_table[code]
-        health += health_table[code]
-        if (weekday_base + (slot >> 1)) % 7 in (MONDAY, FRIDAY):
-            mon_fri += 1
-        if is_pm:
-            pm_absent += 1
-        else:
-            am_absent += 1
-    n_recent = len(recent)
-    return WindowStats(
-        latest_date=state.latest_date,
-        possible_10=min(n_recent, RECENT_SHORT), attended_10=attended_10,
-        possible_20=min(n_recent, RECENT), attended_20=attended_20,
-        possible_40=n_recent, attended_40=attended_40,
-        possible_ytd=ytd_possible, attended_ytd=ytd_attended,
-        earlier_possible=ytd_possible - recent_20_in_year,
-        earlier_attended=ytd_attended - recent_20_in_year_attended,
-        current_absence_run=current_run, longest_absence_run_40=longest, absence_spells_40=spells,
-        unauthorised_40=unauthorised, health_40=health, late_20=late_20, late_previous_20=late_prev,
-        monday_friday_absences_40=mon_fri,
-        am_possible_40=n_recent - pm_possible, am_absences_40=am_absent, pm_possible_40=pm_possible,
-        pm_absences_40=pm_absent, sessions_since_full_week=since_full_week,
-    )
+    return summarise_batch([snapshot(state)]).row(0)
 
 
 FEATURE_NAMES: tuple[str, ...] = (
@@ -162,35 +238,48 @@ EVEN_MONDAY_FRIDAY_SHARE = 0.4
 EVIDENCE_SESSIONS = 100
 
 
-def feature_vector(stats: WindowStats) -> tuple[float, ...]:
-    """The model's inputs, in FEATURE_NAMES order."""
-    rate_20 = rate(stats.attended_20, stats.possible_20)
-    baseline = rate(stats.earlier_attended, stats.earlier_possible)
-    older_20 = rate(stats.attended_40 - stats.attended_20, stats.possible_40 - stats.possible_20)
-    absences = stats.absences_40
-    older_possible = max(stats.possible_40 - stats.possible_20, 1)
-    return (
-        rate(stats.attended_10, stats.possible_10),
+def _share(part: np.ndarray, whole: np.ndarray) -> np.ndarray:
+    return np.divide(part, whole, out=np.zeros(len(part), dtype=np.float64), where=whole > 0)
+
+
+def feature_matrix(batch: WindowBatch) -> np.ndarray:
+    """The model's inputs, one row per snapshot, columns in FEATURE_NAMES order (float64)."""
+    b = batch.columns
+    rate_20 = rate(b["attended_20"], b["possible_20"])
+    baseline = rate(b["earlier_attended"], b["earlier_possible"])
+    older_possible = b["possible_40"] - b["possible_20"]
+    older_20 = rate(b["attended_40"] - b["attended_20"], older_possible)
+    absences = b["possible_40"] - b["attended_40"]
+    late_rate = b["late_20"] / np.maximum(b["possible_20"], 1)
+    X = np.column_stack([
+        rate(b["attended_10"], b["possible_10"]),
         rate_20,
-        rate(stats.attended_40, stats.possible_40),
-        rate(stats.attended_ytd, stats.possible_ytd),
+        rate(b["attended_40"], b["possible_40"]),
+        rate(b["attended_ytd"], b["possible_ytd"]),
         baseline,
         baseline - rate_20,
         rate_20 - older_20,
-        float(stats.current_absence_run),
-        float(stats.longest_absence_run_40),
-        float(stats.absence_spells_40),
-        stats.unauthorised_40 / absences if absences else 0.0,
-        stats.health_40 / absences if absences else 0.0,
-        stats.late_20 / max(stats.possible_20, 1),
-        stats.late_20 / max(stats.possible_20, 1) - stats.late_previous_20 / older_possible,
-        stats.monday_friday_absences_40 / absences - EVEN_MONDAY_FRIDAY_SHARE if absences else 0.0,
-        stats.am_absences_40 / max(stats.am_possible_40, 1) - stats.pm_absences_40 / max(stats.pm_possible_40, 1),
-        stats.sessions_since_full_week / 2,
-        min(stats.possible_ytd, EVIDENCE_SESSIONS) / EVIDENCE_SESSIONS,
-    )
+        b["current_absence_run"],
+        b["longest_absence_run_40"],
+        b["absence_spells_40"],
+        _share(b["unauthorised_40"], absences),
+        _share(b["health_40"], absences),
+        late_rate,
+        late_rate - b["late_previous_20"] / np.maximum(older_possible, 1),
+        np.where(absences > 0, _share(b["monday_friday_absences_40"], absences) - EVEN_MONDAY_FRIDAY_SHARE, 0.0),
+        b["am_absences_40"] / np.maximum(b["am_possible_40"], 1) - b["pm_absences_40"] / np.maximum(b["pm_possible_40"], 1),
+        b["sessions_since_full_week"] / 2,
+        np.minimum(b["possible_ytd"], EVIDENCE_SESSIONS) / EVIDENCE_SESSIONS,
+    ]).astype(np.float64)
+    return X
+
+
+def features_batch(snapshots: Sequence[Snapshot]) -> tuple[WindowBatch, np.ndarray]:
+    batch = summarise_batch(snapshots)
+    return batch, feature_matrix(batch)
 
 
 def features(state: PupilState) -> tuple[WindowStats, tuple[float, ...]]:
-    stats = summarise(state)
-    return stats, feature_vector(stats)
+    """One pupil's counts and feature row (the batch function on a batch of one)."""
+    batch, X = features_batch([snapshot(state)])
+    return batch.row(0), tuple(float(v) for v in X[0])
