@@ -10,12 +10,13 @@ import datetime as dt
 import json
 import re
 from enum import StrEnum
+from functools import lru_cache
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 from pydantic_core import PydanticCustomError
 
-from schemas.codes import RegisterNotTakenError, UnknownCodeError, normalise_code, resolve
+from schemas.codes import WITHDRAWN_NOTES, RegisterNotTakenError, UnknownCodeError, normalise_code, resolve
 
 SCHEMA_VERSION = 1
 ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,64}")
@@ -60,9 +61,23 @@ class MarkRejected(ValueError):
         self.detail = detail
 
 
-def _check_id(value: Any, what: str) -> str:
+# Each check raises PydanticCustomError whose type is the RejectReason: the pydantic model and
+# the fast parser below share them, so there is one definition of a valid mark.
+
+def check_schema_version(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, str)) or str(value).strip() != str(SCHEMA_VERSION):
+        raise PydanticCustomError(
+            RejectReason.UNSUPPORTED_SCHEMA_VERSION.value,
+            "schema_version {got} is not supported (this worker reads version {want})",
+            {"got": repr(value), "want": SCHEMA_VERSION},
+        )
+    return SCHEMA_VERSION
+
+
+def check_id(value: Any, what: str) -> str:
     if not isinstance(value, str):
         raise PydanticCustomError(RejectReason.MALFORMED_ID.value, f"{what} must be a string")
+    value = value.strip()
     if value == "":
         raise PydanticCustomError(RejectReason.EMPTY_ID.value, f"{what} is empty")
     if not ID_PATTERN.fullmatch(value):
@@ -71,6 +86,92 @@ def _check_id(value: Any, what: str) -> str:
             f"{what} must be 1 to 64 letters, digits, '-' or '_' (a pseudonym, never a name)",
         )
     return value
+
+
+@lru_cache(maxsize=4096)
+def _calendar_date(text: str) -> dt.date:
+    """A register's dates repeat endlessly: parse each spelling once."""
+    if len(text) != 10:
+        raise PydanticCustomError(RejectReason.INVALID_DATE.value, "date {got} is not in YYYY-MM-DD form",
+                                  {"got": repr(text)})
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        raise PydanticCustomError(
+            RejectReason.INVALID_DATE.value, "date {got} is not a real calendar date", {"got": repr(text)}
+        ) from None
+
+
+def check_date(value: Any, today: dt.date, max_future_days: int) -> dt.date:
+    if isinstance(value, dt.datetime):
+        raise PydanticCustomError(RejectReason.INVALID_DATE.value, "date must be a calendar date, not a timestamp")
+    if isinstance(value, dt.date):
+        day = value
+    elif isinstance(value, str):
+        day = _calendar_date(value.strip())
+    else:
+        raise PydanticCustomError(
+            RejectReason.INVALID_DATE.value, "date {got} is not in YYYY-MM-DD form", {"got": repr(value)}
+        )
+    if day < EARLIEST_DATE:
+        raise PydanticCustomError(
+            RejectReason.IMPLAUSIBLE_DATE.value, "date {got} is before {earliest}",
+            {"got": day.isoformat(), "earliest": EARLIEST_DATE.isoformat()},
+        )
+    if (day - today).days > max_future_days:
+        raise PydanticCustomError(
+            RejectReason.FUTURE_DATE.value, "date {got} is more than {days} days ahead of {today}",
+            {"got": day.isoformat(), "days": max_future_days, "today": today.isoformat()},
+        )
+    return day
+
+
+_SESSIONS = {"AM": Session.AM, "PM": Session.PM}
+
+
+def check_session(value: Any) -> Session:
+    session = _SESSIONS.get(value.strip().upper()) if isinstance(value, str) else None
+    if session is None:
+        raise PydanticCustomError(
+            RejectReason.UNKNOWN_SESSION.value, "session {got} is not AM or PM", {"got": repr(value)}
+        )
+    return session
+
+
+def check_code(value: Any) -> str:
+    if value is None:
+        value = ""
+    if not isinstance(value, str):
+        raise PydanticCustomError(RejectReason.UNKNOWN_CODE.value, "code {got} is not text", {"got": repr(value)})
+    try:
+        code, _note = resolve(value)
+    except RegisterNotTakenError as exc:
+        raise PydanticCustomError(RejectReason.REGISTER_NOT_TAKEN.value, str(exc)) from None
+    except UnknownCodeError as exc:
+        raise PydanticCustomError(RejectReason.UNKNOWN_CODE.value, str(exc)) from None
+    return code.code
+
+
+def check_recorded_at(value: Any) -> dt.datetime:
+    if isinstance(value, dt.datetime):
+        stamp = value
+    elif isinstance(value, str):
+        try:
+            stamp = dt.datetime.fromisoformat(value.strip())
+        except ValueError:
+            raise PydanticCustomError(
+                RejectReason.INVALID_RECORDED_AT.value, "recorded_at {got} is not an ISO 8601 timestamp",
+                {"got": repr(value)},
+            ) from None
+    else:
+        raise PydanticCustomError(
+            RejectReason.INVALID_RECORDED_AT.value, "recorded_at {got} is not a timestamp", {"got": repr(value)}
+        )
+    if stamp.tzinfo is None:
+        stamp = stamp.replace(tzinfo=dt.timezone.utc)
+    if stamp.year < EARLIEST_DATE.year:
+        raise PydanticCustomError(RejectReason.INVALID_RECORDED_AT.value, "recorded_at is before 2000")
+    return stamp if stamp.tzinfo is dt.timezone.utc else stamp.astimezone(dt.timezone.utc)
 
 
 class RegisterMark(BaseModel):
@@ -95,104 +196,39 @@ class RegisterMark(BaseModel):
     @field_validator("schema_version", mode="before")
     @classmethod
     def _known_version(cls, value: Any) -> int:
-        if isinstance(value, bool) or not isinstance(value, (int, str)) or str(value).strip() != str(SCHEMA_VERSION):
-            raise PydanticCustomError(
-                RejectReason.UNSUPPORTED_SCHEMA_VERSION.value,
-                "schema_version {got} is not supported (this worker reads version {want})",
-                {"got": repr(value), "want": SCHEMA_VERSION},
-            )
-        return SCHEMA_VERSION
+        return check_schema_version(value)
 
     @field_validator("school_id", mode="before")
     @classmethod
     def _school_id(cls, value: Any) -> str:
-        return _check_id(value.strip() if isinstance(value, str) else value, "school_id")
+        return check_id(value, "school_id")
 
     @field_validator("pupil_id", mode="before")
     @classmethod
     def _pupil_id(cls, value: Any) -> str:
-        return _check_id(value.strip() if isinstance(value, str) else value, "pupil_id")
+        return check_id(value, "pupil_id")
 
     @field_validator("date", mode="before")
     @classmethod
     def _date(cls, value: Any, info: ValidationInfo) -> dt.date:
-        if isinstance(value, dt.datetime):
-            raise PydanticCustomError(RejectReason.INVALID_DATE.value, "date must be a calendar date, not a timestamp")
-        if isinstance(value, dt.date):
-            day = value
-        elif isinstance(value, str) and len(value.strip()) == 10:
-            try:
-                day = dt.date.fromisoformat(value.strip())
-            except ValueError:
-                raise PydanticCustomError(
-                    RejectReason.INVALID_DATE.value, "date {got} is not a real calendar date", {"got": repr(value)}
-                ) from None
-        else:
-            raise PydanticCustomError(
-                RejectReason.INVALID_DATE.value, "date {got} is not in YYYY-MM-DD form", {"got": repr(value)}
-            )
-        if day < EARLIEST_DATE:
-            raise PydanticCustomError(
-                RejectReason.IMPLAUSIBLE_DATE.value, "date {got} is before {earliest}",
-                {"got": day.isoformat(), "earliest": EARLIEST_DATE.isoformat()},
-            )
         context = info.context or {}
-        today = context.get("today") or dt.date.today()
-        max_future = context.get("max_future_days", DEFAULT_MAX_FUTURE_DAYS)
-        if (day - today).days > max_future:
-            raise PydanticCustomError(
-                RejectReason.FUTURE_DATE.value, "date {got} is more than {days} days ahead of {today}",
-                {"got": day.isoformat(), "days": max_future, "today": today.isoformat()},
-            )
-        return day
+        return check_date(value, context.get("today") or dt.date.today(),
+                          context.get("max_future_days", DEFAULT_MAX_FUTURE_DAYS))
 
     @field_validator("session", mode="before")
     @classmethod
     def _session(cls, value: Any) -> Session:
-        text = value.strip().upper() if isinstance(value, str) else value
-        if text not in ("AM", "PM"):
-            raise PydanticCustomError(
-                RejectReason.UNKNOWN_SESSION.value, "session {got} is not AM or PM", {"got": repr(value)}
-            )
-        return Session(text)
+        return check_session(value)
 
     @field_validator("code", mode="before")
     @classmethod
     def _code(cls, value: Any) -> str:
-        if value is None:
-            value = ""
-        if not isinstance(value, str):
-            raise PydanticCustomError(RejectReason.UNKNOWN_CODE.value, "code {got} is not text", {"got": repr(value)})
-        try:
-            code, _note = resolve(value)
-        except RegisterNotTakenError as exc:
-            raise PydanticCustomError(RejectReason.REGISTER_NOT_TAKEN.value, str(exc)) from None
-        except UnknownCodeError as exc:
-            raise PydanticCustomError(RejectReason.UNKNOWN_CODE.value, str(exc)) from None
-        return code.code
+        return check_code(value)
 
     @field_validator("recorded_at", mode="before")
     @classmethod
     def _recorded_at(cls, value: Any) -> dt.datetime:
-        if isinstance(value, dt.datetime):
-            stamp = value
-        elif isinstance(value, str):
-            try:
-                stamp = dt.datetime.fromisoformat(value.strip())
-            except ValueError:
-                raise PydanticCustomError(
-                    RejectReason.INVALID_RECORDED_AT.value, "recorded_at {got} is not an ISO 8601 timestamp",
-                    {"got": repr(value)},
-                ) from None
-        else:
-            raise PydanticCustomError(
-                RejectReason.INVALID_RECORDED_AT.value, "recorded_at {got} is not a timestamp", {"got": repr(value)}
-            )
-        if stamp.tzinfo is None:
-            stamp = stamp.replace(tzinfo=dt.timezone.utc)
-        if stamp.year < EARLIEST_DATE.year:
-            raise PydanticCustomError(RejectReason.INVALID_RECORDED_AT.value, "recorded_at is before 2000")
-        return stamp.astimezone(dt.timezone.utc)
+        return check_recorded_at(value)
 
     @property
     def key(self) -> tuple[str, dt.date, Session]:
@@ -231,28 +267,47 @@ def rejection_from(error: ValidationError) -> MarkRejected:
     return MarkRejected(reason, f"{where}{first['msg']}")
 
 
-def _context(today: dt.date | None, max_future_days: int) -> dict[str, Any]:
-    return {"today": today or dt.date.today(), "max_future_days": max_future_days}
-
-
-def _with_original_code(mark: RegisterMark, raw_code: Any) -> RegisterMark:
-    exported = normalise_code(raw_code) if isinstance(raw_code, str) else None
-    if exported and exported != mark.code and mark.original_code is None:
-        return mark.model_copy(update={"original_code": exported})
-    return mark
+_FIELDS = ("school_id", "pupil_id", "date", "session", "code", "recorded_at")
 
 
 def parse_mark(
     data: dict[str, Any], *, today: dt.date | None = None, max_future_days: int = DEFAULT_MAX_FUTURE_DAYS
 ) -> RegisterMark:
-    """Validate a mark from a mapping (a CSV row or decoded JSON); raises MarkRejected."""
+    """Validate a mark from a mapping (a CSV row or decoded JSON); raises MarkRejected.
+
+    The hot path of ingest, replay and the worker: the same checks as RegisterMark's
+    validators, called directly, then a construct without re-validation.
+    """
     if not isinstance(data, dict):
         raise MarkRejected(RejectReason.INVALID_JSON, f"a mark must be a JSON object, not {type(data).__name__}")
+    for name in _FIELDS:
+        if name not in data:
+            raise MarkRejected(RejectReason.MISSING_FIELD, f"{name}: Field required")
+    field = "schema_version"
     try:
-        mark = RegisterMark.model_validate(data, context=_context(today, max_future_days))
-    except ValidationError as error:
-        raise rejection_from(error) from None
-    return _with_original_code(mark, data.get("code"))
+        version = check_schema_version(data.get("schema_version", SCHEMA_VERSION))
+        field = "school_id"
+        school_id = check_id(data["school_id"], "school_id")
+        field = "pupil_id"
+        pupil_id = check_id(data["pupil_id"], "pupil_id")
+        field = "date"
+        day = check_date(data["date"], today or dt.date.today(), max_future_days)
+        field = "session"
+        session = check_session(data["session"])
+        field = "code"
+        code = check_code(data["code"])
+        field = "recorded_at"
+        recorded_at = check_recorded_at(data["recorded_at"])
+    except PydanticCustomError as error:
+        raise MarkRejected(RejectReason(error.type), f"{field}: {error.message()}") from None
+    raw_code = data["code"]
+    exported = normalise_code(raw_code) if isinstance(raw_code, str) else None
+    supplied = data.get("original_code")
+    original = supplied if supplied in WITHDRAWN_NOTES else (exported if exported and exported != code else None)
+    return RegisterMark.model_construct(
+        schema_version=version, school_id=school_id, pupil_id=pupil_id, date=day, session=session, code=code,
+        recorded_at=recorded_at, original_code=original,
+    )
 
 
 def parse_mark_json(
