@@ -56,6 +56,8 @@ def test_fast_parser_and_pydantic_model_agree(data):
     assert (fast is None) == (slow is None)
     if fast is not None:
         assert fast.model_dump(exclude={"original_code"}) == slow.model_dump(exclude={"original_code"})
+        assert fast.model_dump_json(exclude={"original_code"}) == slow.model_dump_json(exclude={"original_code"})
+        assert fast.model_fields_set == set(RegisterMark.model_fields)
 
 
 @settings(max_examples=300, deadline=None)
