@@ -14,11 +14,13 @@ from schemas.deadletter import dead_letter
 from schemas.marks import MarkRejected, RegisterMark, RejectReason, parse_mark_json
 from streams.app import app, settings
 from streams.runtime import Runtime
-from streams.tables import PartitionWriter, pupil_state
+from streams.changelog import ChangelogWriter
+from streams.tables import BatchStates, pupil_state
 from streams.topics import dead_letter_topic, interventions_topic, marks_topic
 
 log = logging.getLogger(__name__)
 runtime = Runtime(settings)
+changelog = ChangelogWriter(settings, pupil_state.changelog_topic.get_topic_name())
 MODEL_WAIT_S = 1.0
 
 
@@ -56,11 +58,11 @@ def _validate(events: list[EventT], today: dt.date) -> tuple[list[tuple[Register
     return valid, rejected, misrouted
 
 
-def _process(valid: list[tuple[RegisterMark, EventT]]) -> tuple[BatchResult, list[tuple[MarkRejected, EventT]]]:
+def _process(valid: list[tuple[RegisterMark, EventT]],
+             writer: BatchStates) -> tuple[BatchResult, list[tuple[MarkRejected, EventT]]]:
     """Run the engine on the batch; if it fails, mark by mark so one bad mark cannot stop the stream."""
     engine = runtime.engine
     assert engine is not None
-    writer = PartitionWriter(pupil_state, {mark.pupil_id: event.message.partition for mark, event in valid})
     marks = [mark for mark, _ in valid]
     try:
         return engine.process(marks, writer), []
@@ -97,7 +99,10 @@ async def handle_batch(events: list[EventT]) -> None:
         await marks_topic.send(key=mark.pupil_id.encode(), value=event.value)
         metrics.marks_rekeyed.inc()
     if valid:
-        result, failed = _process(valid)
+        writer = BatchStates(pupil_state, {mark.pupil_id: event.message.partition for mark, event in valid})
+        result, failed = _process(valid, writer)
+        # State first: the batch's events are acknowledged (and later committed) only after this.
+        await changelog.write(writer.changelog_records())
         for rejection, event in failed:
             await _dead_letter(rejection, event)
         for index, rejection in result.rejected:
@@ -121,11 +126,15 @@ async def handle_batch(events: list[EventT]) -> None:
 
 @app.agent(marks_topic)
 async def process_marks(stream) -> None:
-    async for events in stream.take_events(settings.batch_max_marks, within=settings.batch_within_s):
-        while runtime.engine is None:
-            # No model, no decisions: hold the batch (uncommitted) until one loads.
-            await asyncio.sleep(MODEL_WAIT_S)
-        await handle_batch(list(events))
+    await changelog.start()
+    try:
+        async for events in stream.take_events(settings.batch_max_marks, within=settings.batch_within_s):
+            while runtime.engine is None:
+                # No model, no decisions: hold the batch (uncommitted) until one loads.
+                await asyncio.sleep(MODEL_WAIT_S)
+            await handle_batch(list(events))
+    finally:
+        await changelog.stop()
 
 
 @app.timer(interval=settings.metrics_interval_s)

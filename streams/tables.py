@@ -13,17 +13,19 @@ pupil_state = app.Table(
 )
 
 
-class PartitionWriter:
-    """Reads and writes pupil states from a micro-batch that spans several partitions.
+class BatchStates:
+    """The table as the decision engine sees it during one micro-batch.
 
-    Faust's table assignment sends the changelog record to the partition of the *current*
-    event, which in a micro-batch is only the last one; here each pupil's record goes to the
-    partition its marks came from, so a restore puts it back where the stream expects it.
+    Reads come from the table's local store; writes update it and are collected, per source
+    partition, for one changelog write at the end of the batch (see streams.changelog).
+    Faust's own table assignment would send each record to the partition of the *current*
+    event, which in a micro-batch is only the last one.
     """
 
     def __init__(self, table, partitions: dict[str, int]) -> None:
         self.table = table
         self.partitions = partitions
+        self.changed: dict[str, PupilState] = {}
 
     def get(self, pupil_id: str) -> PupilState | None:
         value = self.table.data.get(pupil_id)
@@ -34,4 +36,13 @@ class PartitionWriter:
 
     def __setitem__(self, pupil_id: str, state: PupilState) -> None:
         self.table.data[pupil_id] = state
-        self.table.send_changelog(self.partitions[pupil_id], pupil_id, state.to_bytes())
+        self.changed[pupil_id] = state
+
+    def changelog_records(self) -> dict[int, list[tuple[bytes, bytes]]]:
+        """Changelog records for every pupil written in this batch, keyed as Faust keys the table."""
+        records: dict[int, list[tuple[bytes, bytes]]] = {}
+        dumps_key = self.table.app.serializers.dumps_key
+        for pupil_id, state in self.changed.items():
+            key = dumps_key(str, pupil_id, serializer=self.table.key_serializer)
+            records.setdefault(self.partitions[pupil_id], []).append((key, state.to_bytes()))
+        return records
