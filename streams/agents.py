@@ -6,6 +6,7 @@ import asyncio
 import datetime as dt
 import logging
 import time
+from collections.abc import Awaitable
 
 from faust.types import EventT
 
@@ -34,12 +35,13 @@ async def reload_model() -> None:
     runtime.reload_if_changed()
 
 
-async def _dead_letter(rejection: MarkRejected, event: EventT) -> None:
+async def _dead_letter(rejection: MarkRejected, event: EventT) -> Awaitable:
+    """Queue a dead letter; returns the delivery future to await."""
     message = event.message
     record = dead_letter(rejection, message.value if isinstance(message.value, bytes) else b"", stage="worker",
                          topic=message.topic, partition=message.partition, offset=message.offset)
-    await dead_letter_topic.send(key=message.key or b"", value=record.model_dump_json().encode())
     runtime.metrics.marks_dead_lettered.labels(reason=rejection.reason.value).inc()
+    return await dead_letter_topic.send(key=message.key or b"", value=record.model_dump_json().encode())
 
 
 def _validate(events: list[EventT], today: dt.date) -> tuple[list[tuple[RegisterMark, EventT]], list, list]:
@@ -88,31 +90,37 @@ def _process(valid: list[tuple[RegisterMark, EventT]],
 
 
 async def handle_batch(events: list[EventT]) -> None:
+    """One micro-batch. Everything it publishes is delivered before it returns, and it returns
+    before its events are acknowledged, so no offset is committed ahead of its effects:
+    dead letters and interventions first, then the state that records them. A crash in
+    between replays the marks, which re-raise the same decisions under the same event ids."""
     started = time.perf_counter()
     metrics = runtime.metrics
     metrics.marks_consumed.inc(len(events))
     valid, rejected, misrouted = _validate(events, dt.date.today())
-    for rejection, event in rejected:
-        await _dead_letter(rejection, event)
+    deliveries = [await _dead_letter(rejection, event) for rejection, event in rejected]
     for mark, event in misrouted:
         # Keyed by something other than the pupil: re-key so all of a pupil's marks share a partition.
-        await marks_topic.send(key=mark.pupil_id.encode(), value=event.value)
+        deliveries.append(await marks_topic.send(key=mark.pupil_id.encode(), value=event.value))
         metrics.marks_rekeyed.inc()
+    writer = None
     if valid:
         writer = BatchStates(pupil_state, {mark.pupil_id: event.message.partition for mark, event in valid})
         result, failed = _process(valid, writer)
-        # State first: the batch's events are acknowledged (and later committed) only after this.
+        deliveries += [await _dead_letter(rejection, event) for rejection, event in failed]
+        deliveries += [await _dead_letter(rejection, valid[index][1]) for index, rejection in result.rejected]
+        for event in result.events:
+            deliveries.append(await interventions_topic.send(key=event.pupil_id.encode(),
+                                                             value=event.model_dump_json().encode()))
+    if deliveries:
+        await asyncio.gather(*deliveries)
+    if writer is not None:
         await changelog.write(writer.changelog_records())
-        for rejection, event in failed:
-            await _dead_letter(rejection, event)
-        for index, rejection in result.rejected:
-            await _dead_letter(rejection, valid[index][1])
+        now = time.time()
         for outcome, count in result.outcomes.items():
             if count:
                 metrics.marks_applied.labels(outcome=outcome.value).inc(count)
-        now = time.time()
         for event, index in zip(result.events, result.event_marks):
-            await interventions_topic.send(key=event.pupil_id.encode(), value=event.model_dump_json().encode())
             metrics.interventions.labels(kind=event.kind.value, tier=str(int(event.tier)), school_id=event.school_id).inc()
             metrics.end_to_end_latency.observe(max(now - valid[index][1].message.timestamp, 0.0))
         for _, event in valid:
