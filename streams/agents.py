@@ -150,6 +150,7 @@ async def refresh_gauges() -> None:
     metrics = runtime.metrics
     metrics.pupils_tracked.set(len(pupil_state.data))
     consumer = app.consumer
+    metrics.consumer_lag.clear()  # partitions moved away in a rebalance must not linger
     for tp in consumer.assignment():
         if tp.topic != settings.topic_marks:
             continue

@@ -21,6 +21,7 @@ from models.replay import replay_file
 from schemas.events import InterventionEvent
 from schemas.interchange import read_marks
 from tests.conftest import school_days
+from tests.promtool import promtool_check_metrics, require_promtool
 from tests.stack import REPO, WorkerProcess, consume_all, create_topics, isolated_env, metric_sum, produce_raw
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
@@ -164,6 +165,14 @@ def test_marks_in_interventions_out_and_everything_reconciles(broker, model_path
         ingest_letters = [l for l in letters if l["stage"] == "ingest"]
         assert all(l["line"] and l["raw"] and l["source_file"] for l in ingest_letters)
         assert all(l["offset"] is not None for l in letters if l["stage"] == "worker")
+
+        # The live scrape passes Prometheus' own lint, and carries no pupil id in any label.
+        scrape = worker.get("/metrics")[1]
+        require_promtool()
+        rc, lint = promtool_check_metrics(scrape)
+        assert rc == 0, lint
+        labelled = [line for line in scrape.splitlines() if line.startswith("reconnect_") and "{" in line]
+        assert labelled and not any(re.search(r"SCH[AB]-P\d", line) for line in labelled)
 
         # Support, never punishment: nothing anywhere names enforcement.
         texts = [r.value.decode() for r in consume_all(broker.bootstrap, settings.topic_interventions, idle_s=1)]
