@@ -46,7 +46,19 @@ def worker(bootstrap: str | None, web_port: int | None, model_path: Path | None,
     """Run the stream worker: marks in, per-pupil state, interventions out."""
     settings = _settings(kafka_bootstrap_servers=bootstrap, web_port=web_port, model_path=model_path,
                          log_level=loglevel)
+    import logging
+
     from faust.worker import Worker
+
+    from streams.connect import BrokerUnavailableError, wait_for_kafka
+
+    logging.basicConfig(level=logging.WARNING, format="[%(asctime)s] [%(levelname)s] %(message)s")
+    logging.getLogger("kafka").setLevel(logging.CRITICAL)  # its connection errors are summarised above
+    try:
+        wait_for_kafka(settings)
+    except BrokerUnavailableError as exc:
+        raise click.ClickException(str(exc)) from None
+    logging.getLogger("kafka").setLevel(logging.WARNING)
 
     from streams.app import app
 

@@ -1,0 +1,87 @@
+"""The broker misbehaving: not there at start, or frozen mid-stream for longer than a session."""
+
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+import time
+import uuid
+
+import pytest
+
+from ops.broker import EmbeddedBroker, free_port
+from schemas.interchange import read_marks
+from tests.stack import REPO, WorkerProcess, create_topics, isolated_env, metric_sum, produce_raw
+from tests.test_faults import _wire
+from tests.test_stream import HEADER, crafted_rows
+
+pytestmark = [pytest.mark.broker, pytest.mark.slow]
+SESSION_TIMEOUT_S = 6
+
+
+def test_unreachable_broker_gives_a_clear_message_and_retries_not_a_traceback(tmp_path):
+    env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}",
+           "RECONNECT_BROKER_CONNECT_RETRY_S": "4", "RECONNECT_WEB_PORT": str(free_port()),
+           "RECONNECT_DATA_DIR": str(tmp_path / "faust")}
+    run = subprocess.run([sys.executable, "-m", "streams.cli", "worker"], cwd=REPO, env=env,
+                         capture_output=True, text=True, timeout=120)
+    output = run.stdout + run.stderr
+    assert run.returncode != 0
+    assert "Traceback" not in output
+    assert output.count("not reachable yet") >= 2, output
+    assert "was not reachable after" in output and "KAFKA_BOOTSTRAP_SERVERS" in output
+
+
+def test_worker_started_before_the_broker_waits_for_it(tmp_path, model_path):
+    port = free_port()
+    env = isolated_env(f"127.0.0.1:{port}", f"late{uuid.uuid4().hex[:6]}", RECONNECT_BROKER_CONNECT_RETRY_S="120")
+    worker = WorkerProcess(env, tmp_path).start()
+    try:
+        time.sleep(3)
+        assert worker.process.poll() is None, worker.log_tail()
+        with EmbeddedBroker(port=port):
+            create_topics(env)
+            worker.wait_ready(timeout=120)
+            assert "not reachable yet" in worker.log_tail(200)
+            worker.stop()  # before the broker goes
+    finally:
+        worker.stop()
+
+
+def test_broker_frozen_longer_than_the_session_timeout_then_resumed_loses_nothing(tmp_path, model_path):
+    marks_csv = tmp_path / "marks.csv"
+    with marks_csv.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(HEADER)
+        writer.writerows(crafted_rows())
+    messages = _wire(marks_csv)
+    expected = {row.mark.key for row in read_marks(marks_csv) if row.mark}
+    # A broker of its own: freezing the shared one would stall every other test's clients.
+    with EmbeddedBroker(log_path=tmp_path / "tansu.log") as broker:
+        env = isolated_env(broker.bootstrap, f"pause{uuid.uuid4().hex[:6]}")
+        settings = create_topics(env)
+        worker = WorkerProcess(env, tmp_path).start()
+        try:
+            worker.wait_ready()
+            half = len(messages) // 2
+            produce_raw(broker.bootstrap, settings.topic_marks, messages[:half])
+            deadline = time.monotonic() + 120
+            while metric_sum(worker.metrics(), "reconnect_marks_applied_total") < half // 2:
+                assert time.monotonic() < deadline, worker.log_tail()
+                time.sleep(0.2)
+            broker.pause()  # SIGSTOP: in memory, so a pause (not a restart) is the honest fault
+            time.sleep(SESSION_TIMEOUT_S * 2)
+            broker.resume()
+            produce_raw(broker.bootstrap, settings.topic_marks, messages[half:])
+            deadline = time.monotonic() + 240
+            state = worker.state()
+            while state["sessions_held"] < len(expected) and time.monotonic() < deadline:
+                time.sleep(1)
+                state = worker.state()
+            assert state["sessions_held"] == len(expected), worker.log_tail()
+            assert worker.process.poll() is None
+            assert worker.get("/readyz")[0] == 200
+        finally:
+            worker.stop()
