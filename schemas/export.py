@@ -1,4 +1,8 @@
-"""JSON Schema export of the contracts, for pastoral systems and data engineers."""
+"""JSON Schema and AsyncAPI export of the contracts, for pastoral systems and data engineers.
+
+`reconnect schema --out schemas/json` writes them; the committed copies in schemas/json are
+checked against the code by tests/test_contract.py, so the contract cannot drift silently.
+"""
 
 from __future__ import annotations
 
@@ -9,12 +13,17 @@ from pydantic import BaseModel
 
 from schemas.events import DeadLetter, InterventionEvent
 from schemas.marks import RegisterMark
+from schemas.outcomes import OutcomeEvent, WebhookDeadLetter
 
-# Marks are what we accept (validation form); events and dead letters are what we emit.
+ASYNCAPI_FILENAME = "asyncapi.json"
+
+# What we accept is in validation form (marks, outcomes); what we emit in serialization form.
 CONTRACTS: dict[str, tuple[type[BaseModel], str]] = {
     "register-mark.v1.schema.json": (RegisterMark, "validation"),
     "intervention-event.v1.schema.json": (InterventionEvent, "serialization"),
     "dead-letter.v1.schema.json": (DeadLetter, "serialization"),
+    "outcome-event.v1.schema.json": (OutcomeEvent, "validation"),
+    "webhook-dead-letter.v1.schema.json": (WebhookDeadLetter, "serialization"),
 }
 
 
@@ -28,11 +37,24 @@ def schema_documents() -> dict[str, dict]:
     return documents
 
 
+def contract_documents() -> dict[str, dict]:
+    """Every file of the published contract: the JSON Schemas and the AsyncAPI document."""
+    from schemas.asyncapi import asyncapi_document
+
+    return {**schema_documents(), ASYNCAPI_FILENAME: asyncapi_document()}
+
+
+def render(document: dict) -> str:
+    """The exact bytes written (stable: sorted keys, two-space indent, final newline)."""
+    return json.dumps(document, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+
+
 def write_schemas(out_dir: Path) -> list[Path]:
+    out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
-    for filename, document in schema_documents().items():
+    for filename, document in contract_documents().items():
         path = out_dir / filename
-        path.write_text(json.dumps(document, indent=2, sort_keys=True) + "\n")
+        path.write_text(render(document), encoding="utf-8")
         written.append(path)
     return written

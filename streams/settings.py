@@ -8,7 +8,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import AliasChoices, Field, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -30,6 +30,8 @@ class Settings(BaseSettings):
     topic_marks: str = "reconnect.marks.v1"
     topic_interventions: str = "reconnect.interventions.v1"
     topic_dead_letter: str = "reconnect.dead-letter.v1"
+    topic_outcomes: str = "reconnect.outcomes.v1"
+    topic_webhook_dead_letter: str = "reconnect.webhook-dead-letter.v1"
     topic_partitions: int = Field(4, ge=1, le=1024)
     topic_replication: int = Field(1, ge=1, le=5)
 
@@ -61,7 +63,17 @@ class Settings(BaseSettings):
 
     log_level: str = "info"
 
-    @field_validator("topic_marks", "topic_interventions", "topic_dead_letter", "app_id")
+    webhook_url: str | None = Field(None, description="The pastoral system's webhook for `reconnect bridge`.")
+    webhook_secret: SecretStr | None = Field(None, description="Shared HMAC-SHA256 secret for webhook signatures.")
+    webhook_max_attempts: int = Field(10, ge=1, description="Delivery attempts before an event is dead-lettered.")
+    webhook_backoff_base_s: float = Field(0.5, ge=0)
+    webhook_backoff_max_s: float = Field(60.0, ge=0)
+    webhook_timeout_s: float = Field(10.0, gt=0)
+    webhook_max_retry_after_s: float = Field(600.0, ge=0, description="Longest Retry-After the bridge honours.")
+    bridge_metrics_port: int = Field(9108, ge=0, le=65535, description="The bridge's /metrics port (0: none).")
+
+    @field_validator("topic_marks", "topic_interventions", "topic_dead_letter", "topic_outcomes",
+                     "topic_webhook_dead_letter", "app_id")
     @classmethod
     def _valid_topic_name(cls, value: str) -> str:
         # The embedded broker accepts an empty topic name; Kafka's own rules are enforced here.

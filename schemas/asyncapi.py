@@ -1,0 +1,222 @@
+"""The AsyncAPI 3.0.0 document of Reconnect's topics and webhook, generated from the pydantic models.
+
+`reconnect schema --out schemas/json` writes it beside the JSON Schemas; tests/test_contract.py
+fails when the committed copy differs from what the models generate, so the published contract
+cannot drift from the code silently.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel
+from pydantic.json_schema import models_json_schema
+
+from schemas.events import DeadLetter, InterventionEvent
+from schemas.marks import RegisterMark
+from schemas.outcomes import OutcomeEvent, WebhookDeadLetter
+
+ASYNCAPI_VERSION = "3.0.0"
+# Semantic version of the whole contract. Major = the topics' `.vN` suffix and every message's
+# `schema_version`; minor = an additive change; patch = documentation only.
+CONTRACT_VERSION = "1.0.0"
+KAFKA_BINDING_VERSION = "0.5.0"
+HTTP_BINDING_VERSION = "0.3.0"
+
+# Default topic names (the Settings defaults; deployments may rename them with RECONNECT_TOPIC_*).
+TOPICS = {
+    "marks": "reconnect.marks.v1",
+    "interventions": "reconnect.interventions.v1",
+    "deadLetter": "reconnect.dead-letter.v1",
+    "outcomes": "reconnect.outcomes.v1",
+    "webhookDeadLetter": "reconnect.webhook-dead-letter.v1",
+}
+
+VERSIONING_POLICY = """\
+## Versioning policy
+
+* Every message carries `schema_version`, the contract's **major version**, and every topic name ends
+  in it (`reconnect.interventions.v1`).
+* **Within a major version, changes are additive only**: a new optional field, a new message on a
+  new topic, clearer documentation. Consumers must ignore fields they do not know. Such a change
+  raises the minor version of `info.version`.
+* Anything else is **breaking and gets a new major version on a new topic**: removing or renaming a
+  field, changing its type, format or meaning, making an optional field required, or adding a
+  value to a closed vocabulary (intervention kind, tier, reason code, support action, outcome
+  action, staff role). The new major is published on its own topic (`reconnect.interventions.v2`)
+  beside the old one for a migration period; an existing topic never changes major version.
+* The JSON Schemas and this document are generated from the code (`reconnect schema --out
+  schemas/json`) and committed; a test fails if they drift from the code."""
+
+WEBHOOK_SIGNING = """\
+## Webhook delivery (`reconnect bridge`)
+
+Each intervention is POSTed to the pastoral system's webhook, in order per partition, at least once:
+
+* body: the event's JSON exactly as published on the interventions topic;
+* `Idempotency-Key` and `X-Reconnect-Event-Id`: the event's `event_id`, deterministic for a decision.
+  Receivers must de-duplicate by it and answer **2xx to a duplicate**;
+* `X-Reconnect-Timestamp`: `T`, Unix time in whole seconds when the attempt was signed;
+* `X-Reconnect-Signature`: `sha256=` + lowercase hex HMAC-SHA256, keyed with the shared secret, of the
+  bytes `T` + `.` + body. Verify over the raw body before parsing it, compare in constant time, and
+  reject a `T` more than 300 s from your clock (replay protection). Each attempt is signed afresh.
+* Timeouts, connection errors, 5xx and 429 are retried with exponential backoff and full jitter;
+  `Retry-After` is honoured on 429 and 503. Any other 4xx, or 3xx, is final. An event that cannot be
+  delivered goes to `reconnect.webhook-dead-letter.v1` with the reason, the attempts and the event."""
+
+DESCRIPTION = f"""\
+Reconnect turns school register marks into early, explained, supportive signals for pastoral teams.
+Marks come in; intervention events (a concern, or a flagged pupil's attendance improving) go out;
+pastoral staff record what they did as outcome events. Every id is a pseudonym: no message carries
+a name. The vocabularies of suggested actions and of outcome actions are closed and supportive: no
+message can express an enforcement step.
+
+{VERSIONING_POLICY}
+
+{WEBHOOK_SIGNING}
+"""
+
+# (component message name, model, JSON Schema mode, title, summary, kafka key description)
+MESSAGES: list[tuple[str, type[BaseModel], str, str, str, str]] = [
+    ("registerMark", RegisterMark, "validation", "Register mark",
+     "One register mark: a pupil, a school day, a session and the DfE code recorded.", "pupil_id"),
+    ("interventionEvent", InterventionEvent, "serialization", "Intervention event",
+     "A supportive signal for the pastoral team about one pupil, with its reasons in plain English.", "pupil_id"),
+    ("deadLetter", DeadLetter, "serialization", "Dead letter",
+     "A mark that could not be used, with the reason and where it came from.",
+     "the source line number (ingest) or the original message key (worker)"),
+    ("outcomeEvent", OutcomeEvent, "validation", "Outcome event",
+     "What pastoral staff did about a pupil: acknowledged, spoke with the family, support plan started or "
+     "closed, or closed.", "pupil_id"),
+    ("webhookDeadLetter", WebhookDeadLetter, "serialization", "Webhook dead letter",
+     "An intervention the webhook bridge could not deliver, with the reason, the attempts and the event.",
+     "the original intervention's key (pupil_id)"),
+]
+
+CHANNELS: list[tuple[str, str, str, str]] = [
+    # (channel, topic key, message, description)
+    ("marks", "marks", "registerMark",
+     "Register marks in, keyed by pupil. Published by `reconnect ingest` from a school's MIS export."),
+    ("interventions", "interventions", "interventionEvent",
+     "Supportive intervention events out, keyed by pupil. Published by the stream worker; read by pastoral "
+     "systems directly or through `reconnect bridge` (webhook)."),
+    ("deadLetter", "deadLetter", "deadLetter",
+     "Marks that could not be used, with the reason, for a data engineer to fix and re-ingest."),
+    ("outcomes", "outcomes", "outcomeEvent",
+     "Outcome events recorded by pastoral staff (through the worker's HTTP endpoint), keyed by pupil."),
+    ("webhookDeadLetter", "webhookDeadLetter", "webhookDeadLetter",
+     "Interventions the webhook bridge could not deliver, to inspect and re-send."),
+]
+
+OPERATIONS: list[tuple[str, str, str, str]] = [
+    # (operation, action, channel, summary) -- from the point of view of Reconnect's components
+    ("ingestMarks", "send", "marks", "`reconnect ingest` publishes validated marks."),
+    ("consumeMarks", "receive", "marks", "The stream worker reads marks into per-pupil state."),
+    ("publishInterventions", "send", "interventions", "The stream worker publishes intervention events."),
+    ("consumeInterventions", "receive", "interventions",
+     "Pastoral systems, and the webhook bridge (group `<app_id>-webhook-bridge`), read interventions."),
+    ("publishDeadLetters", "send", "deadLetter", "Ingest and the worker dead-letter unusable marks."),
+    ("publishOutcomes", "send", "outcomes", "The worker's outcome endpoint publishes what staff recorded."),
+    ("consumeOutcomes", "receive", "outcomes", "The stream worker reads outcomes (suppression, follow-up)."),
+    ("publishWebhookDeadLetters", "send", "webhookDeadLetter", "The webhook bridge dead-letters undeliverable events."),
+    ("deliverWebhook", "send", "webhook",
+     "The webhook bridge POSTs each intervention, signed, to the pastoral system."),
+]
+
+WEBHOOK_HEADERS: dict[str, Any] = {
+    "type": "object",
+    "title": "WebhookHeaders",
+    "description": "HTTP headers of a webhook delivery. The signature covers the timestamp and the body.",
+    "required": ["Content-Type", "Idempotency-Key", "X-Reconnect-Event-Id", "X-Reconnect-Timestamp",
+                 "X-Reconnect-Signature"],
+    "properties": {
+        "Content-Type": {"type": "string", "const": "application/json"},
+        "Idempotency-Key": {"type": "string", "description": "The event's event_id. De-duplicate by it."},
+        "X-Reconnect-Event-Id": {"type": "string", "description": "The event's event_id (same as Idempotency-Key)."},
+        "X-Reconnect-Timestamp": {"type": "string", "pattern": "^[0-9]{1,12}$",
+                                  "description": "Unix time in whole seconds when this attempt was signed."},
+        "X-Reconnect-Signature": {"type": "string", "pattern": "^sha256=[0-9a-f]{64}$",
+                                  "description": "sha256=<hex HMAC-SHA256(secret, timestamp + '.' + body)>."},
+        "X-Reconnect-Delivery-Attempt": {"type": "string", "pattern": "^[1-9][0-9]*$",
+                                         "description": "1 for the first attempt, then 2, 3, ..."},
+    },
+}
+
+
+def component_schemas() -> dict[str, dict]:
+    """Every model's JSON Schema under #/components/schemas, nested models shared by reference."""
+    keys, top = models_json_schema([(model, mode) for _, model, mode, *_ in MESSAGES],
+                                   ref_template="#/components/schemas/{model}")
+    schemas = dict(top.get("$defs", {}))
+    schemas["WebhookHeaders"] = WEBHOOK_HEADERS
+    return {name: schemas[name] for name in sorted(schemas)}
+
+
+def payload_refs() -> dict[str, str]:
+    """Component message name -> the $ref of its payload schema."""
+    keys, _ = models_json_schema([(model, mode) for _, model, mode, *_ in MESSAGES],
+                                 ref_template="#/components/schemas/{model}")
+    return {name: keys[(model, mode)]["$ref"] for name, model, mode, *_ in MESSAGES}
+
+
+def asyncapi_document() -> dict[str, Any]:
+    refs = payload_refs()
+    messages: dict[str, Any] = {}
+    for name, model, mode, title, summary, key in MESSAGES:
+        messages[name] = {
+            "name": name, "title": title, "summary": summary, "contentType": "application/json",
+            "payload": {"$ref": refs[name]},
+            "bindings": {"kafka": {"key": {"type": "string", "description": f"Message key: {key}."},
+                                   "bindingVersion": KAFKA_BINDING_VERSION}},
+        }
+    messages["webhookDelivery"] = {
+        "name": "webhookDelivery", "title": "Webhook delivery",
+        "summary": "An intervention event POSTed to a pastoral system, signed, with its idempotency key.",
+        "contentType": "application/json",
+        "headers": {"$ref": "#/components/schemas/WebhookHeaders"},
+        "payload": {"$ref": refs["interventionEvent"]},
+        "bindings": {"http": {"bindingVersion": HTTP_BINDING_VERSION}},
+    }
+    kafka = {"$ref": "#/servers/kafka"}
+    channels: dict[str, Any] = {}
+    for channel, topic, message, description in CHANNELS:
+        channels[channel] = {
+            "address": TOPICS[topic], "title": TOPICS[topic], "description": description, "servers": [kafka],
+            "messages": {message: {"$ref": f"#/components/messages/{message}"}},
+            "bindings": {"kafka": {"topic": TOPICS[topic], "bindingVersion": KAFKA_BINDING_VERSION}},
+        }
+    channels["webhook"] = {
+        "address": None, "title": "Pastoral system webhook",
+        "description": "The URL given to `reconnect bridge --webhook`, set per deployment.",
+        "servers": [{"$ref": "#/servers/pastoralWebhook"}],
+        "messages": {"webhookDelivery": {"$ref": "#/components/messages/webhookDelivery"}},
+    }
+    operations: dict[str, Any] = {}
+    for operation, action, channel, summary in OPERATIONS:
+        (message,) = channels[channel]["messages"]
+        operations[operation] = {
+            "action": action, "channel": {"$ref": f"#/channels/{channel}"}, "summary": summary,
+            "messages": [{"$ref": f"#/channels/{channel}/messages/{message}"}],
+        }
+    operations["deliverWebhook"]["bindings"] = {"http": {"method": "POST", "bindingVersion": HTTP_BINDING_VERSION}}
+    return {
+        "asyncapi": ASYNCAPI_VERSION,
+        "id": "urn:reconnect:events",
+        "info": {
+            "title": "Reconnect events",
+            "version": CONTRACT_VERSION,
+            "description": DESCRIPTION,
+            "license": {"name": "MIT"},
+        },
+        "defaultContentType": "application/json",
+        "servers": {
+            "kafka": {"host": "kafka:9092", "protocol": "kafka",
+                      "description": "Apache Kafka (docker-compose); clients take the bootstrap servers from "
+                                     "KAFKA_BOOTSTRAP_SERVERS."},
+            "pastoralWebhook": {"host": "pastoral-system.example", "protocol": "https",
+                                "description": "A pastoral system's webhook receiver (any host; set per deployment)."},
+        },
+        "channels": channels,
+        "operations": operations,
+        "components": {"schemas": component_schemas(), "messages": messages},
+    }
