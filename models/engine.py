@@ -17,10 +17,14 @@ import numpy as np
 from models.artifact import RiskModel
 from models.explain import build_event
 from models.features import Snapshot, WindowStats, features_batch, snapshot
-from models.policy import Decision, DecisionKind, PolicyConfig, decide
+from models.policy import Decision, DecisionKind, PolicyConfig, PolicyState, decide
 from models.state import ApplyOutcome, OutsideWindowError, PupilState
-from schemas.events import InterventionEvent, InterventionKind
+from schemas.events import InterventionEvent, InterventionKind, ReasonCode
 from schemas.marks import MarkRejected, RegisterMark, RejectReason
+
+
+# Stable small numbers for reason codes, stored in the policy state (append-only).
+REASON_INDEX = {code: index for index, code in enumerate(ReasonCode)}
 
 
 @dataclass
@@ -90,10 +94,25 @@ class DecisionEngine:
             decision = decide(item.state.policy, self.policy, score, day=item.snapshot.latest_ordinal,
                               possible_sessions=possible_ytd[i], recent_rate=recent_rate[i],
                               short_rate=short_rate[i])
-            if decision is not None:
-                result.events.append(self._event(item, decision, score, batch.row(i), X[i]))
+            if decision is None:
+                continue
+            event = self._event(item, decision, score, batch.row(i), X[i])
+            if not self._suppressed_by_plan(item.state.policy, event):
+                result.events.append(event)
                 result.event_marks.append(item.index)
         return result
+
+    @staticmethod
+    def _suppressed_by_plan(policy: PolicyState, event: InterventionEvent) -> bool:
+        """While a support plan is open, the same pattern getting worse is not re-alerted:
+        the team already has it in hand. A different pattern, or recovery, still goes out."""
+        if event.kind is not InterventionKind.CONCERN:
+            return False
+        pattern = REASON_INDEX[event.reasons[0].code]
+        suppressed = policy.plan_open and pattern == policy.alert_reason
+        if not suppressed:
+            policy.alert_reason = pattern
+        return suppressed
 
     def _event(self, item: _Pending, decision: Decision, score: float, stats: WindowStats,
                row: np.ndarray) -> InterventionEvent:

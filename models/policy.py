@@ -14,8 +14,9 @@ from enum import StrEnum
 
 from pydantic import BaseModel, Field, model_validator
 
-_POLICY = struct.Struct("<BBiBiB")  # flagged, tier, last_alert, low_days, last_low, alert_rate_pct
+_POLICY = struct.Struct("<BBiBiBBB")  # flagged, tier, last_alert, low_days, last_low, alert_rate_pct, plan, reason
 NO_RATE = 255
+NO_REASON = 255
 
 
 class PolicyConfig(BaseModel):
@@ -65,7 +66,8 @@ class Decision:
 class PolicyState:
     """What the policy remembers about one pupil; small, and stored with the pupil's state."""
 
-    __slots__ = ("flagged", "tier", "last_alert", "low_days", "last_low", "alert_rate_pct")
+    __slots__ = ("flagged", "tier", "last_alert", "low_days", "last_low", "alert_rate_pct", "plan_open",
+                 "alert_reason")
 
     def __init__(self) -> None:
         self.flagged = False
@@ -74,18 +76,29 @@ class PolicyState:
         self.low_days = 0
         self.last_low = 0
         self.alert_rate_pct = NO_RATE
+        self.plan_open = False  # pastoral staff recorded a support plan that is still open
+        self.alert_reason = NO_REASON  # index of the main reason of the last concern (its "pattern")
 
     def to_bytes(self) -> bytes:
-        return _POLICY.pack(self.flagged, self.tier, self.last_alert, self.low_days, self.last_low, self.alert_rate_pct)
+        return _POLICY.pack(self.flagged, self.tier, self.last_alert, self.low_days, self.last_low,
+                            self.alert_rate_pct, self.plan_open, self.alert_reason)
 
     @classmethod
     def from_bytes(cls, data: bytes, offset: int) -> tuple[PolicyState, int]:
         state = cls()
-        flagged, state.tier, state.last_alert, state.low_days, state.last_low, state.alert_rate_pct = (
-            _POLICY.unpack_from(data, offset)
-        )
-        state.flagged = bool(flagged)
+        (flagged, state.tier, state.last_alert, state.low_days, state.last_low, state.alert_rate_pct, plan_open,
+         state.alert_reason) = _POLICY.unpack_from(data, offset)
+        state.flagged, state.plan_open = bool(flagged), bool(plan_open)
         return state, offset + _POLICY.size
+
+    def start_plan(self) -> None:
+        """A support plan is open: the pupil counts as flagged (so is not raised again) until they recover."""
+        self.plan_open = True
+        self.flagged = True
+        self.tier = max(self.tier, 1)
+
+    def close_plan(self) -> None:
+        self.plan_open = False
 
 
 def decide(

@@ -23,7 +23,7 @@ from schemas.marks import RegisterMark, Session
 
 RECORDING_EPOCH = dt.datetime(2000, 1, 1, tzinfo=dt.timezone.utc)
 MAX_STAMP = 2**32 - 1
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: policy state holds the support-plan flag and the alert's pattern
 _HEADER = struct.Struct("<BHiiIIH")  # version, window_days, origin, year, folded possible, folded attended, len(school)
 
 # Per code index, how the session counts; index 0 means "no mark yet".

@@ -12,12 +12,15 @@ from faust.types import EventT
 
 from models.engine import BatchResult
 from schemas.deadletter import dead_letter
+from pydantic import ValidationError
+
 from schemas.marks import MarkRejected, RegisterMark, RejectReason, parse_mark_json
+from schemas.outcomes import OutcomeAction, OutcomeEvent
 from streams.app import app, settings
 from streams.runtime import Runtime
 from streams.changelog import ChangelogWriter
 from streams.tables import BatchStates, pupil_state
-from streams.topics import dead_letter_topic, interventions_topic, marks_topic
+from streams.topics import dead_letter_topic, interventions_topic, marks_topic, outcomes_topic
 
 log = logging.getLogger(__name__)
 runtime = Runtime(settings)
@@ -143,6 +146,39 @@ async def process_marks(stream) -> None:
             await handle_batch(list(events))
     finally:
         await changelog.stop()
+
+
+PLAN_ACTIONS = {
+    OutcomeAction.SUPPORT_PLAN_STARTED: "start_plan",
+    OutcomeAction.SUPPORT_PLAN_CLOSED: "close_plan",
+    OutcomeAction.CLOSED: "close_plan",
+}
+
+
+@app.agent(outcomes_topic)
+async def apply_outcomes(stream) -> None:
+    """What pastoral staff did next: an open support plan holds back repeat alerts for the same
+    pattern, and recovery still sends `improving`. Co-partitioned with the marks by pupil."""
+    async for event in stream.events():
+        metrics = runtime.metrics
+        try:
+            outcome = OutcomeEvent.model_validate_json(event.value)
+        except ValidationError as error:
+            metrics.outcomes.labels(action="invalid", result="dead_lettered").inc()
+            rejection = MarkRejected(RejectReason.INVALID_FIELD, f"not an outcome event: {error.errors()[0]['msg']}")
+            await (await _dead_letter(rejection, event))
+            continue
+        states = BatchStates(pupil_state, {outcome.pupil_id: event.message.partition})
+        state = states.get(outcome.pupil_id)
+        method = PLAN_ACTIONS.get(outcome.action)
+        if state is None or method is None:
+            result = "unknown_pupil" if state is None else "recorded"
+        else:
+            getattr(state.policy, method)()
+            states[outcome.pupil_id] = state
+            await changelog.write(states.changelog_records())
+            result = "applied"
+        metrics.outcomes.labels(action=outcome.action.value, result=result).inc()
 
 
 @app.timer(interval=settings.metrics_interval_s)

@@ -77,6 +77,10 @@ class WorkerMetrics:
             "reconnect_rebalances_total", "Consumer-group rebalances this worker has taken part in.",
             registry=registry,
         )
+        self.outcomes = Counter(
+            "reconnect_outcomes_total", "Outcome events applied to pupil state, by action and result.",
+            ["action", "result"], registry=registry,
+        )
         self.model_info = Info("reconnect_model", "The loaded risk model.", registry=registry)
         self.model_loaded = Gauge(
             "reconnect_model_loaded", "1 when a risk model is loaded and scoring.", registry=registry,

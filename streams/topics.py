@@ -17,3 +17,7 @@ dead_letter_topic = app.topic(
     settings.topic_dead_letter, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw",
     partitions=settings.topic_partitions,
 )
+outcomes_topic = app.topic(
+    settings.topic_outcomes, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw",
+    partitions=settings.topic_partitions,
+)

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from faust.web import Request, Response, View
+from pydantic import ValidationError
+
+from schemas.outcomes import OutcomeEvent
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from models.state import PupilState
 from streams.agents import runtime
 from streams.app import app
 from streams.tables import pupil_state
+from streams.topics import outcomes_topic
 
 
 @app.page("/metrics")
@@ -62,12 +66,29 @@ class StateSummary(View):
     """Totals over the pupil states this worker holds: for reconciliation, never per pupil."""
 
     async def get(self, request: Request) -> Response:
-        pupils = sessions = folded = flagged = 0
+        pupils = sessions = folded = flagged = plans = 0
         for value in list(pupil_state.data.values()):
             state = PupilState.from_bytes(value) if isinstance(value, bytes) else value
             pupils += 1
             sessions += state.counted_marks()
             folded += state.folded_possible
             flagged += state.policy.flagged
+            plans += state.policy.plan_open
         return self.json({"pupils": pupils, "sessions_held": sessions, "possible_sessions_folded": folded,
-                          "pupils_flagged": flagged})
+                          "pupils_flagged": flagged, "support_plans_open": plans})
+
+
+@app.page("/outcomes")
+class Outcomes(View):
+    """Pastoral staff record what happened next (acknowledged, spoke with family, support plan...)."""
+
+    async def post(self, request: Request) -> Response:
+        try:
+            outcome = OutcomeEvent.from_request(await request.json())
+        except ValidationError as error:
+            problems = [f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors(include_url=False)]
+            return self.json({"accepted": False, "problems": problems}, status=422)
+        except ValueError:
+            return self.json({"accepted": False, "problems": ["the body is not JSON"]}, status=400)
+        await (await outcomes_topic.send(key=outcome.pupil_id.encode(), value=outcome.to_wire()))
+        return self.json({"accepted": True, "outcome_id": outcome.outcome_id}, status=202)
