@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 MODEL  := models/artifacts/risk_model.joblib
 
-.PHONY: install demo test test-fast bench model schema clean
+.PHONY: install demo test test-fast bench model evaluate schema clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -18,6 +18,10 @@ install: $(STAMP)
 # The trained model ships in the repo; this retrains it from a fresh simulated cohort.
 model: $(STAMP)
 	$(BIN)/reconnect train --out $(MODEL)
+
+# Regenerates models/MODEL_CARD.md and its plots from a fresh held-out cohort.
+evaluate: $(STAMP)
+	$(BIN)/reconnect evaluate
 
 demo: $(STAMP)
 	$(BIN)/reconnect demo

@@ -16,10 +16,10 @@ import numpy as np
 
 from models.artifact import RiskModel
 from models.explain import build_event
-from models.features import Snapshot, WindowStats, features_batch, snapshot
+from models.features import Snapshot, features_batch, snapshot
 from models.policy import Decision, DecisionKind, PolicyConfig, PolicyState, decide
 from models.state import ApplyOutcome, OutsideWindowError, PupilState
-from schemas.events import InterventionEvent, InterventionKind, ReasonCode
+from schemas.events import InterventionEvent, InterventionKind, ReasonCode, WindowSummary
 from schemas.marks import MarkRejected, RegisterMark, RejectReason
 
 
@@ -114,7 +114,7 @@ class DecisionEngine:
             policy.alert_reason = pattern
         return suppressed
 
-    def _event(self, item: _Pending, decision: Decision, score: float, stats: WindowStats,
+    def _event(self, item: _Pending, decision: Decision, score: float, stats: WindowSummary,
                row: np.ndarray) -> InterventionEvent:
         concern = decision.kind is DecisionKind.CONCERN
         return build_event(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from models.features import FEATURE_NAMES, WindowStats, rate
+from models.features import FEATURE_NAMES, rate
 from schemas.events import (
     ACTION_TEXT, TIER_TEXT, InterventionEvent, InterventionKind, Reason, ReasonCode, SupportAction, Tier,
     WindowSummary,
@@ -64,11 +64,11 @@ def _sessions(count: int) -> str:
     return f"{count} session" if count == 1 else f"{count} sessions"
 
 
-def _drop(stats: WindowStats) -> float:
+def _drop(stats: WindowSummary) -> float:
     return rate(stats.earlier_attended, stats.earlier_possible) - rate(stats.attended_20, stats.possible_20)
 
 
-def describe(code: ReasonCode, stats: WindowStats) -> tuple[ReasonCode, str]:
+def describe(code: ReasonCode, stats: WindowSummary) -> tuple[ReasonCode, str]:
     """The sentence for a pattern, with the pupil's own numbers. May refine the code."""
     recent = (f"Attended {stats.attended_20} of the last {_sessions(stats.possible_20)} "
               f"({_pct(stats.attended_20 / max(stats.possible_20, 1))})")
@@ -106,7 +106,7 @@ def describe(code: ReasonCode, stats: WindowStats) -> tuple[ReasonCode, str]:
     raise ValueError(f"no description for {code}")
 
 
-def concern_reasons(contributions: Sequence[float], stats: WindowStats) -> list[Reason]:
+def concern_reasons(contributions: Sequence[float], stats: WindowSummary) -> list[Reason]:
     """The strongest patterns that raised this pupil's score, strongest first."""
     by_pattern: dict[ReasonCode, float] = {}
     for name, weight in zip(FEATURE_NAMES, contributions):
@@ -123,7 +123,7 @@ def concern_reasons(contributions: Sequence[float], stats: WindowStats) -> list[
     return reasons
 
 
-def concern_actions(reasons: Sequence[Reason], stats: WindowStats, tier: int,
+def concern_actions(reasons: Sequence[Reason], stats: WindowSummary, tier: int,
                     support_needs: frozenset[str] = frozenset()) -> list[SupportAction]:
     actions = [SupportAction.CHECK_IN_CONVERSATION]
     codes = {reason.code for reason in reasons}
@@ -140,7 +140,7 @@ def concern_actions(reasons: Sequence[Reason], stats: WindowStats, tier: int,
 
 def build_event(
     *, kind: InterventionKind, tier: int, escalation: bool, score: float, pupil_id: str, school_id: str,
-    as_of, stats: WindowStats, contributions: Sequence[float] | None, model_version: str,
+    as_of, stats: WindowSummary, contributions: Sequence[float] | None, model_version: str,
     rate_at_alert: float | None = None, support_needs: frozenset[str] = frozenset(),
 ) -> InterventionEvent:
     if kind is InterventionKind.CONCERN:
@@ -160,5 +160,5 @@ def build_event(
         pupil_id=pupil_id, school_id=school_id, as_of=as_of, kind=kind, tier=tier_enum,
         tier_text=TIER_TEXT[tier_enum], escalation=escalation, risk_score=round(float(score), 4),
         reasons=reasons, suggested_actions=actions, suggested_actions_text=[ACTION_TEXT[a] for a in actions],
-        model_version=model_version, window=WindowSummary.model_validate(stats),
+        model_version=model_version, window=stats,
     )

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 
 import numpy as np
 
 from models.state import ATTENDED, HEALTH, LATE, POSSIBLE, UNAUTHORISED, PupilState
+from schemas.events import WindowSummary
 
 RECENT_SHORT, RECENT, RECENT_LONG = 10, 20, 40
 FULL_WEEK_SESSIONS = 10
@@ -33,43 +34,6 @@ for _bit, _table in ((POSSIBLE_BIT, POSSIBLE), (ATTENDED_BIT, ATTENDED), (LATE_B
                      (UNAUTHORISED_BIT, UNAUTHORISED), (HEALTH_BIT, HEALTH)):
     FLAGS[: len(_table)] |= np.frombuffer(_table, dtype=np.uint8) * np.uint8(_bit)
 FLAG_TABLE = FLAGS.tobytes()  # for bytes.translate: code index -> flag bits, in C
-
-
-@dataclass(slots=True)
-class WindowStats:
-    """Counts behind a decision, most recent possible sessions first. Plain numbers, no names."""
-
-    latest_date: dt.date
-    possible_10: int
-    attended_10: int
-    possible_20: int
-    attended_20: int
-    possible_40: int
-    attended_40: int
-    possible_ytd: int
-    attended_ytd: int
-    earlier_possible: int
-    earlier_attended: int
-    current_absence_run: int
-    longest_absence_run_40: int
-    absence_spells_40: int
-    unauthorised_40: int
-    health_40: int
-    late_20: int
-    late_previous_20: int
-    monday_friday_absences_40: int
-    am_possible_40: int
-    am_absences_40: int
-    pm_possible_40: int
-    pm_absences_40: int
-    sessions_since_full_week: int
-
-    @property
-    def absences_40(self) -> int:
-        return self.possible_40 - self.attended_40
-
-    def as_dict(self) -> dict[str, object]:
-        return asdict(self)
 
 
 def rate(attended, possible):  # scalars or numpy arrays
@@ -94,12 +58,12 @@ def snapshot(state: PupilState) -> Snapshot:
                     state.folded_possible, state.folded_attended, state.latest_ordinal)
 
 
-STAT_NAMES = tuple(f.name for f in fields(WindowStats) if f.name != "latest_date")
+STAT_NAMES = tuple(name for name in WindowSummary.model_fields if name != "latest_date")
 
 
 @dataclass(slots=True)
 class WindowBatch:
-    """WindowStats for many snapshots at once: one int64 array per field."""
+    """WindowSummary for many snapshots at once: one int64 array per field."""
 
     latest_ordinal: np.ndarray
     columns: dict[str, np.ndarray]
@@ -110,9 +74,9 @@ class WindowBatch:
     def __getitem__(self, name: str) -> np.ndarray:
         return self.columns[name]
 
-    def row(self, i: int) -> WindowStats:
-        return WindowStats(latest_date=dt.date.fromordinal(int(self.latest_ordinal[i])),
-                           **{name: int(column[i]) for name, column in self.columns.items()})
+    def row(self, i: int) -> WindowSummary:
+        return WindowSummary(latest_date=dt.date.fromordinal(int(self.latest_ordinal[i])),
+                             **{name: int(column[i]) for name, column in self.columns.items()})
 
 
 def _stack(snapshots: Sequence[Snapshot]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -223,7 +187,7 @@ def summarise_batch(snapshots: Sequence[Snapshot]) -> WindowBatch:
     return WindowBatch(np.fromiter((s.latest_ordinal for s in snapshots), np.int64, n), columns)
 
 
-def summarise(state: PupilState) -> WindowStats:
+def summarise(state: PupilState) -> WindowSummary:
     return summarise_batch([snapshot(state)]).row(0)
 
 
@@ -279,7 +243,7 @@ def features_batch(snapshots: Sequence[Snapshot]) -> tuple[WindowBatch, np.ndarr
     return batch, feature_matrix(batch)
 
 
-def features(state: PupilState) -> tuple[WindowStats, tuple[float, ...]]:
+def features(state: PupilState) -> tuple[WindowSummary, tuple[float, ...]]:
     """One pupil's counts and feature row (the batch function on a batch of one)."""
     batch, X = features_batch([snapshot(state)])
     return batch.row(0), tuple(float(v) for v in X[0])

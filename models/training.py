@@ -1,20 +1,33 @@
 """Fitting the risk model: a scikit-learn Pipeline on features from the one feature function.
 
-Split by time and by school: the model learns from the earlier part of the year in some
-schools and is measured on the later part of the year in schools it has never seen.
-The alert threshold is chosen for a pastoral workload budget (alerts per 100 pupils a week)
-by running the real policy over the held-out rows.
+Split by time and by school: the candidates learn from the earlier part of the year in some
+schools and are measured on the later part of the year in schools they have never seen.
+Two candidates are compared on that held-out split: a logistic regression (standardised
+features) and a histogram gradient-boosted classifier with monotonic constraints where the
+direction is certain; both are calibrated (`CalibratedClassifierCV`, fitted on the training
+split only). The better on held-out PR-AUC is kept, and refitted on every row for shipping.
+
+The alert threshold: the pastoral workload budget (concerns per 100 pupils per school week)
+is a hard cap. Within it, the entry threshold that best balances alert precision and early
+recall against the label's own dip episodes on the held-out rows is chosen (F1 of the two,
+by the real policy run over day-end scores). No ground truth is needed, so the same code
+runs on a real register export. With a ground-truth validation cohort (`validation=`,
+distinct from the evaluation cohort) the same choice is made against truth instead.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import hashlib
+from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+from sklearn.calibration import CalibratedClassifierCV
+from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score
 from sklearn.pipeline import Pipeline
@@ -22,11 +35,25 @@ from sklearn.preprocessing import StandardScaler
 
 from models.artifact import RiskModel
 from models.dataset import TrainingSet, build_training_set
+from models.evaluation import (
+    EARLY_GRACE_DAYS, Episode, Truth, alerts_per_100_per_week, policy_alerts, score_alerts,
+)
 from models.features import FEATURE_NAMES
-from models.policy import PolicyConfig, PolicyState, decide
+from models.policy import PolicyConfig
 
 DEFAULT_ALERT_BUDGET = 1.0  # concerns per 100 pupils per school week
 SCHOOL_DAYS_PER_WEEK = 5
+THRESHOLD_GRID = tuple(float(t) for t in np.round(np.arange(0.20, 0.951, 0.025), 3)) + (0.975, 0.99)
+
+# Directions that hold whatever else is known about the pupil: less recent attendance, a bigger
+# drop below their own level, a longer current absence, or longer since a full week in school
+# never make a dip less likely. Everything else is left free (0).
+MONOTONIC: dict[str, int] = {
+    "rate_10": -1, "rate_20": -1, "rate_40": -1, "drop_vs_baseline": 1, "current_absence_run": 1,
+    "school_days_since_full_week": 1,
+}
+MONOTONIC_CST = tuple(MONOTONIC.get(name, 0) for name in FEATURE_NAMES)
+CANDIDATES = ("logistic", "boosted")
 
 
 @dataclass(frozen=True)
@@ -46,55 +73,121 @@ def time_and_school_split(ts: TrainingSet, *, train_fraction_days: float = 0.6, 
     rng = np.random.default_rng(seed)
     n_test = max(1, int(round(len(schools) * test_school_share))) if len(schools) > 1 else 0
     test_schools = tuple(sorted(rng.choice(schools, size=n_test, replace=False))) if n_test else ()
-    in_test_school = np.isin(ts.school_id, test_schools) if test_schools else np.zeros(len(ts), dtype=bool)
-    if not test_schools:  # one school: split by time alone
-        in_test_school = np.ones(len(ts), dtype=bool)
+    in_test_school = np.isin(ts.school_id, test_schools) if test_schools else np.ones(len(ts), dtype=bool)
     train = (ts.day < cutoff) & ~in_test_school if test_schools else ts.day < cutoff
     test = (ts.day >= cutoff) & in_test_school
     return Split(train=train, test=test, cutoff_day=cutoff, test_schools=test_schools)
 
 
-def make_pipeline(seed: int = 0) -> Pipeline:
-    return Pipeline([
-        ("scale", StandardScaler()),
-        ("classify", LogisticRegression(C=0.5, max_iter=2000, random_state=seed)),
-    ])
+def make_pipeline(kind: str = "boosted", seed: int = 0, *, calibrate: bool = True) -> Pipeline:
+    """An unfitted candidate. The calibrated probability is what the policy thresholds."""
+    if kind == "logistic":
+        return Pipeline([
+            ("scale", StandardScaler()),
+            ("classify", LogisticRegression(C=0.5, max_iter=2000, random_state=seed)),
+        ])  # a logistic regression's probabilities are calibrated by its own loss
+    if kind != "boosted":
+        raise ValueError(f"unknown model kind {kind!r}")
+    boosted = HistGradientBoostingClassifier(
+        max_iter=250, learning_rate=0.05, max_leaf_nodes=31, min_samples_leaf=50, l2_regularization=1.0,
+        monotonic_cst=list(MONOTONIC_CST), random_state=seed)
+    final = CalibratedClassifierCV(boosted, method="isotonic", cv=3) if calibrate else boosted
+    return Pipeline([("classify", final)])
 
 
-def simulate_alert_rate(scores: np.ndarray, ts: TrainingSet, config: PolicyConfig) -> float:
-    """Concerns per 100 pupils per week when the policy sees these day-end scores in order."""
-    order = np.lexsort((ts.day, ts.pupil_id.astype(str)))
-    states: dict[str, PolicyState] = {}
-    concerns = 0
-    for i in order:
-        state = states.setdefault(ts.pupil_id[i], PolicyState())
-        decision = decide(state, config, float(scores[i]), day=int(ts.day[i]), possible_sessions=10**6,
-                          recent_rate=float(ts.X[i, FEATURE_NAMES.index("rate_20")]),
-                          short_rate=float(ts.X[i, FEATURE_NAMES.index("rate_10")]))
-        concerns += decision is not None and decision.kind == "concern"
-    pupils = len(np.unique(ts.pupil_id))
-    weeks = max((int(ts.day.max()) - int(ts.day.min()) + 1) / 7, 1 / 7)
-    return 100 * concerns / max(pupils, 1) / weeks
+def ranking(scores: np.ndarray, y: np.ndarray) -> dict[str, float | None]:
+    both = len(np.unique(y)) > 1
+    return {
+        "roc_auc": round(float(roc_auc_score(y, scores)), 4) if both else None,
+        "pr_auc": round(float(average_precision_score(y, scores)), 4) if y.any() else None,
+        "brier": round(float(brier_score_loss(y, scores)), 4),
+    }
 
 
-def choose_policy(scores: np.ndarray, ts: TrainingSet, budget: float, base: PolicyConfig | None = None) -> PolicyConfig:
-    """The lowest entry threshold whose alert rate stays within the budget."""
+# -- threshold ------------------------------------------------------------------------------
+def label_truth(ts: TrainingSet, *, max_gap_days: int = 10) -> Truth:
+    """Dip episodes read off the label itself: runs of a pupil's positive rows (gaps of at most
+    `max_gap_days` school days joined). Stands in for ground truth when none exists."""
+    index = {d.toordinal(): i for i, d in enumerate(ts.school_days)}
+    episodes: dict[str, list[Episode]] = defaultdict(list)
+    positive = ts.y == 1
+    order = np.lexsort((ts.day[positive], ts.pupil_id[positive].astype(str)))
+    pupils, days = ts.pupil_id[positive][order], ts.day[positive][order]
+    start = prev = None
+    current = None
+    for pupil, day in zip(pupils, days):
+        i = index[int(day)]
+        if pupil != current or i - prev > max_gap_days:
+            if current is not None:
+                episodes[current].append(_label_episode(ts, start, prev))
+            current, start = pupil, i
+        prev = i
+    if current is not None:
+        episodes[current].append(_label_episode(ts, start, prev))
+    pupils_all = sorted(set(ts.pupil_id.tolist()))
+    return Truth(dict(episodes), {}, {}, pupils_all)
+
+
+def _label_episode(ts: TrainingSet, start: int, end: int) -> Episode:
+    last = min(end + 1, len(ts.school_days) - 1)
+    return Episode("label_dip", ts.school_days[start], ts.school_days[last])
+
+
+def threshold_objective(metrics: dict[str, Any]) -> float:
+    """F1 of alert precision and recall within 20 school days."""
+    p, r = metrics.get("alert_precision") or 0.0, metrics.get("recall_within_20") or 0.0
+    return 2 * p * r / (p + r) if p + r else 0.0
+
+
+def choose_policy(scores: np.ndarray, ts: TrainingSet, budget: float, base: PolicyConfig | None = None, *,
+                  truth: Truth | None = None) -> tuple[PolicyConfig, list[dict[str, Any]]]:
+    """The entry threshold for the budget: among thresholds whose alert rate on these rows is
+    within `budget`, the one with the best `threshold_objective` against `truth` (default:
+    the label's own episodes). Returns the policy and the whole sweep."""
     base = base or PolicyConfig()
-    chosen = None
-    for enter in np.round(np.arange(0.95, 0.049, -0.025), 3):
-        config = _thresholds(base, float(enter))
-        if simulate_alert_rate(scores, ts, config) > budget:
-            break
-        chosen = config
-    return chosen or _thresholds(base, 0.95)
+    dip_kinds = None
+    pupils = sorted(set(ts.pupil_id.tolist()))
+    school_days = ts.school_days
+    first, last = int(ts.day.min()), int(ts.day.max())
+    days_covered = [d for d in school_days if first <= d.toordinal() <= last]
+    if truth is None:
+        truth, dip_kinds = label_truth(ts), ("label_dip",)
+    else:  # episodes that could be seen in the rows' period: an alert during any of them is right
+        first_day = days_covered[0]
+        truth = Truth({p: [e for e in eps if e.recovery is None or e.recovery >= first_day]
+                       for p, eps in truth.episodes.items()}, truth.sen, truth.fsm, truth.pupils)
+    sweep = []
+    for enter in THRESHOLD_GRID:
+        config = thresholds(base, enter)
+        alerts = policy_alerts(scores, ts, config)
+        rate = alerts_per_100_per_week(alerts, len(pupils), len(days_covered))
+        metrics = score_alerts(alerts, truth, days_covered, pupils, dip_kinds=dip_kinds).metrics()
+        sweep.append({"enter_score": enter, "alerts_per_100_per_week": round(rate, 3),
+                      "alert_precision": metrics["alert_precision"], "recall_within_20": metrics["recall_within_20"],
+                      "objective": round(threshold_objective(metrics), 4), "within_budget": rate <= budget})
+    feasible = [s for s in sweep if s["within_budget"]]
+    # No threshold within budget: the highest one, marked so (metrics["budget_met"] is False).
+    best = max(feasible, key=lambda s: (s["objective"], -s["enter_score"])) if feasible else sweep[-1]
+    return thresholds(base, best["enter_score"]), sweep
 
 
-def _thresholds(base: PolicyConfig, enter: float) -> PolicyConfig:
+def thresholds(base: PolicyConfig, enter: float) -> PolicyConfig:
     """Tiers spaced above the entry threshold, exit well below it (hysteresis)."""
     tier2 = enter + (1 - enter) * 0.4
     tier3 = enter + (1 - enter) * 0.75
     return base.model_copy(update={"enter_score": enter, "exit_score": enter * 0.5,
                                    "tier2_score": tier2, "tier3_score": tier3})
+
+
+_thresholds = thresholds  # former name
+
+
+def simulate_alert_rate(scores: np.ndarray, ts: TrainingSet, config: PolicyConfig) -> float:
+    """Concerns raised per 100 pupils per school week when the policy sees these day-end scores."""
+    pupils = len(np.unique(ts.pupil_id))
+    first, last = int(ts.day.min()), int(ts.day.max())
+    days = sum(1 for d in ts.school_days if first <= d.toordinal() <= last) or 1
+    return alerts_per_100_per_week(policy_alerts(scores, ts, config), pupils, days)
 
 
 def file_sha256(path: Path) -> str:
@@ -105,33 +198,92 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+# The shipped estimator. Logistic regression scores a micro-batch in microseconds and is
+# explained exactly by its coefficients; the calibrated boosted ensemble ranks dips somewhat
+# better (both are measured at every training and in the model card) but costs tens of
+# milliseconds per scoring call, which a registration burst of tens of thousands of marks
+# cannot afford. `reconnect train --estimator best` ships whichever ranks better.
+SHIPPED_ESTIMATOR = "logistic"
+
+
+# -- training --------------------------------------------------------------------------------
 def train(marks: Iterable, *, window_days: int, data_sha256: str, seed: int = 0,
-          budget: float = DEFAULT_ALERT_BUDGET, version: str | None = None, sample_every: int = 3) -> RiskModel:
-    ts = build_training_set(marks, window_days=window_days, sample_every=sample_every)
+          budget: float = DEFAULT_ALERT_BUDGET, version: str | None = None, sample_every: int = 3,
+          candidates: tuple[str, ...] = CANDIDATES, validation_truth: Truth | None = None,
+          ship: str | None = SHIPPED_ESTIMATOR) -> RiskModel:
+    """Fit, compare, calibrate, choose the threshold for `budget`, refit on all rows.
+
+    Every candidate is fitted and measured on the held-out split (recorded in the metrics);
+    `ship` names the one saved (None: the best on PR-AUC).
+
+    `validation_truth` (optional): ground truth for the training cohort's held-out schools, to
+    choose the threshold against truth rather than the label (never the evaluation cohort).
+    """
+    # Day-end rows every school day: the policy sweep needs each day; fitting uses every
+    # `sample_every`-th day (neighbouring days are near-duplicates).
+    ts = build_training_set(marks, window_days=window_days, sample_every=1)
     if len(ts) == 0 or len(np.unique(ts.y)) < 2:
         raise ValueError("the training data has no dips (or only dips) to learn from; simulate a larger cohort")
+    day_number = {d.toordinal(): i for i, d in enumerate(ts.school_days)}
+    sampled = np.fromiter((day_number[int(d)] % sample_every == 0 for d in ts.day), bool, len(ts))
     split = time_and_school_split(ts, seed=seed)
-    train_set, test_set = ts.subset(split.train), ts.subset(split.test)
-    pipeline = make_pipeline(seed).fit(train_set.X, train_set.y)
-    test_scores = pipeline.predict_proba(test_set.X)[:, 1]
-    policy = choose_policy(test_scores, test_set, budget)
+    train_set, test_set = ts.subset(split.train & sampled), ts.subset(split.test)
+    if len(np.unique(train_set.y)) < 2 or len(test_set) == 0:
+        raise ValueError("the time-and-school split left no dips to learn from or nothing to test on")
+    compared: dict[str, dict[str, Any]] = {}
+    fitted: dict[str, tuple[Pipeline, np.ndarray]] = {}
+    for kind in candidates:
+        pipeline = make_pipeline(kind, seed).fit(train_set.X, train_set.y)
+        scores = pipeline.predict_proba(test_set.X)[:, 1]
+        compared[kind] = ranking(scores, test_set.y)
+        fitted[kind] = (pipeline, scores)
+    chosen = ship if ship in fitted else max(candidates, key=lambda k: compared[k]["pr_auc"] or 0.0)
+    _, test_scores = fitted[chosen]
+    policy, sweep = choose_policy(test_scores, test_set, budget, truth=validation_truth)
+    alerts_rate = simulate_alert_rate(test_scores, test_set, policy)
     metrics = {
         "rows_train": int(len(train_set)), "rows_test": int(len(test_set)),
         "positive_rate_train": round(float(train_set.y.mean()), 4),
-        "roc_auc": round(float(roc_auc_score(test_set.y, test_scores)), 4) if len(np.unique(test_set.y)) > 1 else None,
-        "pr_auc": round(float(average_precision_score(test_set.y, test_scores)), 4) if test_set.y.any() else None,
-        "brier": round(float(brier_score_loss(test_set.y, test_scores)), 4),
-        "alerts_per_100_pupils_per_week": round(simulate_alert_rate(test_scores, test_set, policy), 3),
+        "estimator": chosen, "candidates": compared, **compared[chosen],
+        "alerts_per_100_pupils_per_week": round(alerts_rate, 3), "budget_met": bool(alerts_rate <= budget),
+        "threshold_objective": next(s["objective"] for s in sweep if s["enter_score"] == policy.enter_score),
+        "threshold_chosen_against": "ground truth (validation cohort)" if validation_truth else "label episodes",
     }
     # Refit on every row for the shipped model: the split above was for honest numbers.
-    pipeline = make_pipeline(seed).fit(ts.X, ts.y)
+    fit_rows = ts.subset(sampled)
+    pipeline = make_pipeline(chosen, seed).fit(fit_rows.X, fit_rows.y)
     now = dt.datetime.now(dt.timezone.utc)
     return RiskModel(
         pipeline=pipeline, version=version or f"risk-{now:%Y%m%d%H%M%S}-{data_sha256[:8]}", policy=policy,
         training_data_sha256=data_sha256, metrics=metrics,
-        training={"rows": int(len(ts)), "sample_every_school_days": sample_every, "seed": seed,
+        training={"rows": int(len(fit_rows)), "sample_every_school_days": sample_every, "seed": seed,
                   "alert_budget_per_100_pupils_per_week": budget,
                   "cutoff_day": dt.date.fromordinal(split.cutoff_day).isoformat(),
-                  "test_schools": list(split.test_schools), "window_days": window_days},
-        reference=np.median(ts.X[ts.y == 0], axis=0),
+                  "test_schools": list(split.test_schools), "window_days": window_days,
+                  "monotonic_constraints": {k: v for k, v in MONOTONIC.items()},
+                  "threshold_sweep": sweep},
+        reference=np.median(fit_rows.X[fit_rows.y == 0], axis=0),
     )
+
+
+def train_on_simulation(config: Any, *, window_days: int, budget: float = DEFAULT_ALERT_BUDGET,
+                        version: str | None = None, sample_every: int = 3,
+                        scratch: Path | None = None, ship: str | None = SHIPPED_ESTIMATOR) -> RiskModel:
+    """Simulate a training cohort (marks, truth, roster), then `train` with the cohort's own
+    ground truth choosing the threshold on its held-out schools and weeks. `config` is a
+    models.simulator SimulationConfig; use a different seed from the evaluation cohort."""
+    import tempfile
+
+    from models.simulator.generate import simulate_year
+    from schemas.interchange import read_marks
+
+    with tempfile.TemporaryDirectory(dir=scratch) as tmp:
+        folder = Path(tmp)
+        marks_csv, truth_csv, roster_csv = folder / "marks.csv", folder / "truth.csv", folder / "roster.csv"
+        simulate_year(config, marks_path=marks_csv, truth_path=truth_csv, roster_path=roster_csv)
+        truth = Truth.load(truth_csv, roster_csv)
+        marks = (row.mark for row in read_marks(marks_csv, max_future_days=100_000) if row.mark is not None)
+        model = train(marks, window_days=window_days, data_sha256=file_sha256(marks_csv), seed=config.seed,
+                      budget=budget, version=version, sample_every=sample_every, validation_truth=truth, ship=ship)
+    model.training["simulation"] = config.model_dump(mode="json")
+    return model

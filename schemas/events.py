@@ -115,6 +115,10 @@ class WindowSummary(BaseModel):
     pm_absences_40: int
     sessions_since_full_week: int
 
+    @property
+    def absences_40(self) -> int:
+        return self.possible_40 - self.attended_40
+
 
 class InterventionEvent(BaseModel):
     """A supportive signal for the pastoral team about one pupil."""

@@ -125,39 +125,66 @@ def replay(marks_csv: Path, out: Path, dead_letter_path: Path | None, model_path
 
 @cli.command()
 @click.option("--marks", "marks_csv", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
-              help="Train on this interchange CSV; default: simulate a cohort first.")
+              help="Train on this interchange CSV; default: simulate a cohort (with ground truth) first.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Where to save the model.")
 @click.option("--schools", default=6, show_default=True, help="Schools in the simulated training cohort.")
 @click.option("--pupils-per-school", default=400, show_default=True)
-@click.option("--seed", default=7, show_default=True)
+@click.option("--seed", default=7, show_default=True, help="Training cohort seed (evaluation uses another).")
 @click.option("--budget", default=None, type=float,
               help="Pastoral workload budget: concerns per 100 pupils per week (sets the alert threshold).")
+@click.option("--estimator", type=click.Choice(["logistic", "boosted", "best"]), default="logistic",
+              show_default=True, help="Which of the compared estimators to ship (best: by held-out PR-AUC).")
 def train(marks_csv: Path | None, out: Path | None, schools: int, pupils_per_school: int, seed: int,
-          budget: float | None) -> None:
-    """Fit the risk model (a scikit-learn Pipeline) on features from the stream's own feature code."""
-    import tempfile
-
+          budget: float | None, estimator: str) -> None:
+    """Fit, compare and calibrate the risk model on features from the stream's own feature code."""
     from models.artifact import save_model
-    from models.training import DEFAULT_ALERT_BUDGET, file_sha256, train as fit
+    from models.training import DEFAULT_ALERT_BUDGET, file_sha256, train as fit, train_on_simulation
     from schemas.interchange import read_marks
 
     settings = _settings()
     out = out or settings.model_path
-    with tempfile.TemporaryDirectory() as scratch:
-        if marks_csv is None:
-            from models.simulator import SimulationConfig, simulate_year
+    budget = budget if budget is not None else DEFAULT_ALERT_BUDGET
+    ship = None if estimator == "best" else estimator
+    started = time.perf_counter()
+    if marks_csv is None:
+        from models.simulator import SimulationConfig
 
-            marks_csv = Path(scratch) / "marks.csv"
-            click.echo(f"Simulating {schools} schools x {pupils_per_school} pupils (seed {seed}) to train on...")
-            simulate_year(SimulationConfig(schools=schools, pupils_per_school=pupils_per_school, phase="mixed",
-                                           seed=seed), marks_path=marks_csv, progress=False)
-        started = time.perf_counter()
+        click.echo(f"Simulating {schools} schools x {pupils_per_school} pupils (seed {seed}) to train on...")
+        model = train_on_simulation(SimulationConfig(schools=schools, pupils_per_school=pupils_per_school,
+                                                     phase="mixed", seed=seed),
+                                    window_days=settings.state_window_days, budget=budget, ship=ship)
+    else:
         marks = (row.mark for row in read_marks(marks_csv) if row.mark is not None)
         model = fit(marks, window_days=settings.state_window_days, data_sha256=file_sha256(marks_csv), seed=seed,
-                    budget=budget if budget is not None else DEFAULT_ALERT_BUDGET)
+                    budget=budget, ship=ship)
     save_model(model, out)
-    click.echo(f"Model {model.version} saved to {out} in {time.perf_counter() - started:.0f}s")
-    click.echo(json.dumps({"metrics": model.metrics, "policy": model.policy.model_dump()}, indent=2))
+    click.echo(f"Model {model.version} ({model.metrics['estimator']}) saved to {out} "
+               f"in {time.perf_counter() - started:.0f}s")
+    click.echo(json.dumps({"metrics": {k: v for k, v in model.metrics.items() if k != "candidates"},
+                           "compared": model.metrics.get("candidates"), "policy": model.policy.model_dump()},
+                          indent=2, default=str))
+
+
+@cli.command()
+@click.option("--model", "model_path", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None)
+@click.option("--card", "card_path", type=click.Path(dir_okay=False, path_type=Path),
+              default=REPO_ROOT / "models" / "MODEL_CARD.md", show_default=True)
+@click.option("--schools", default=6, show_default=True, help="Schools in the held-out evaluation cohort.")
+@click.option("--pupils-per-school", default=400, show_default=True)
+@click.option("--seed", default=2024, show_default=True, help="Evaluation cohort seed (not the training seed).")
+def evaluate(model_path: Path | None, card_path: Path, schools: int, pupils_per_school: int, seed: int) -> None:
+    """Evaluate the model and two reactive baselines on a held-out simulated cohort; write the model card."""
+    from models.card import run_evaluation
+
+    settings = _settings(model_path=model_path)
+    started = time.perf_counter()
+    report = run_evaluation(settings.model_path, out_card=card_path, schools=schools,
+                            pupils_per_school=pupils_per_school, seed=seed, window_days=settings.state_window_days)
+    click.echo(report.table())
+    click.echo()
+    click.echo(report.fairness_table())
+    click.echo(f"\nBeats both baselines on recall within 20 days and precision: {report.beats_baselines()}")
+    click.echo(f"Model card written to {card_path} in {time.perf_counter() - started:.0f}s")
 
 
 @cli.command()
@@ -269,6 +296,24 @@ def topics_create(bootstrap: str | None) -> None:
         raise click.ClickException(str(exc)) from None
     for name, status in report.items():
         click.echo(f"{status:>8}  {name}")
+
+
+@cli.command()
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=REPO_ROOT / "BENCHMARKS.md",
+              show_default=True)
+@click.option("--marks", default=60_000, show_default=True, help="Marks for the throughput runs.")
+@click.option("--burst-pupils", default=50_000, show_default=True, help="Pupils in the registration burst.")
+@click.option("--burst-seconds", default=120.0, show_default=True,
+              help="Seconds over which the burst is published (a trust marks within about 10 minutes).")
+@click.option("--replay-pupils", default=2_000, show_default=True, help="Pupils in the full-year replay.")
+@click.option("--no-profile", is_flag=True, help="Skip the py-spy profile of the worker.")
+def bench(out: Path, marks: int, burst_pupils: int, burst_seconds: float, replay_pupils: int, no_profile: bool) -> None:
+    """Measure throughput against the transport and framework ceilings, latency, memory and cost."""
+    from streams.bench import run_bench
+
+    click.echo(run_bench(out, marks=marks, burst_pupils=burst_pupils, burst_seconds=burst_seconds,
+                         replay_pupils=replay_pupils, profile=not no_profile, echo=click.echo))
+    click.echo(f"wrote {out}")
 
 
 @cli.command()

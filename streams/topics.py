@@ -5,19 +5,11 @@ from __future__ import annotations
 
 from streams.app import app, settings
 
-marks_topic = app.topic(
-    settings.topic_marks, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw",
-    partitions=settings.topic_partitions,
-)
-interventions_topic = app.topic(
-    settings.topic_interventions, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw",
-    partitions=settings.topic_partitions,
-)
-dead_letter_topic = app.topic(
-    settings.topic_dead_letter, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw",
-    partitions=settings.topic_partitions,
-)
-outcomes_topic = app.topic(
-    settings.topic_outcomes, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw",
-    partitions=settings.topic_partitions,
-)
+def _bytes_topic(name: str):
+    return app.topic(name, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw",
+                     partitions=settings.topic_partitions)
+
+marks_topic = _bytes_topic(settings.topic_marks)
+interventions_topic = _bytes_topic(settings.topic_interventions)
+dead_letter_topic = _bytes_topic(settings.topic_dead_letter)
+outcomes_topic = _bytes_topic(settings.topic_outcomes)

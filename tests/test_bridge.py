@@ -23,7 +23,7 @@ import pytest
 from kafka import KafkaAdminClient, KafkaProducer
 
 from models.explain import build_event
-from models.features import WindowStats
+from schemas.events import WindowSummary
 from ops.topics import TopicSpec, ensure_topics
 from schemas.events import InterventionEvent, InterventionKind
 from schemas.outcomes import WebhookDeadLetter
@@ -51,7 +51,7 @@ def sample_event(i: int, *, kind: InterventionKind = InterventionKind.CONCERN,
     """A real event, built by the same code the worker uses."""
     from models.features import FEATURE_NAMES
 
-    stats = WindowStats(
+    stats = WindowSummary(
         latest_date=dt.date(2025, 10, 6) + dt.timedelta(days=i % 20), possible_10=10, attended_10=5 + i % 5,
         possible_20=20, attended_20=12, possible_40=40, attended_40=28, possible_ytd=60, attended_ytd=48,
         earlier_possible=20, earlier_attended=20, current_absence_run=2, longest_absence_run_40=4,

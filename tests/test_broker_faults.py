@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import os
 import subprocess
 import sys
@@ -15,7 +14,7 @@ from ops.broker import EmbeddedBroker, free_port
 from schemas.interchange import read_marks
 from tests.stack import REPO, WorkerProcess, create_topics, isolated_env, metric_sum, produce_raw
 from tests.test_faults import _wire
-from tests.test_stream import HEADER, crafted_rows
+from tests.test_stream import write_crafted_csv
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 SESSION_TIMEOUT_S = 6
@@ -51,11 +50,7 @@ def test_worker_started_before_the_broker_waits_for_it(tmp_path, model_path):
 
 
 def test_broker_frozen_longer_than_the_session_timeout_then_resumed_loses_nothing(tmp_path, model_path):
-    marks_csv = tmp_path / "marks.csv"
-    with marks_csv.open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(HEADER)
-        writer.writerows(crafted_rows())
+    marks_csv = write_crafted_csv(tmp_path / "marks.csv")
     messages = _wire(marks_csv)
     expected = {row.mark.key for row in read_marks(marks_csv) if row.mark}
     # A broker of its own: freezing the shared one would stall every other test's clients.

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import time
 import uuid
 from pathlib import Path
@@ -15,7 +14,7 @@ from models.replay import replay_file
 from schemas.events import InterventionEvent
 from schemas.interchange import read_marks
 from tests.stack import WorkerProcess, consume_all, create_topics, isolated_env, metric_sum, produce_raw
-from tests.test_stream import HEADER, crafted_rows
+from tests.test_stream import write_crafted_csv
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 
@@ -35,11 +34,7 @@ def _wait_handled(worker: WorkerProcess, at_least: int, timeout: float = 240) ->
 
 
 def test_sigkill_mid_stream_then_restart_counts_every_mark_once(broker, model_path, tmp_path):
-    marks_csv = tmp_path / "marks.csv"
-    with marks_csv.open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(HEADER)
-        writer.writerows(crafted_rows())
+    marks_csv = write_crafted_csv(tmp_path / "marks.csv")
     messages = _wire(marks_csv)
     env = isolated_env(broker.bootstrap, f"kill{uuid.uuid4().hex[:8]}")
     settings = create_topics(env)

@@ -17,7 +17,7 @@ CODE_NAMES = sorted(CODES)
 
 
 def oracle(state: PupilState) -> dict[str, int]:
-    """The definitions of WindowStats, written the slow and simple way."""
+    """The definitions of WindowSummary, written the slow and simple way."""
     held = [(day, session, CODES[code]) for day, session, code in state.sessions()]
     possible = [(d, s, c) for d, s, c in held if c.possible_session]
     year_start = dt.date(state.year, 8, 1)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import io
 import json
 
@@ -12,7 +11,7 @@ from models.artifact import load_model
 from models.engine import DecisionEngine
 from models.replay import replay_file
 from schemas.events import InterventionEvent
-from tests.test_stream import BAD_ROWS, HEADER, crafted_rows
+from tests.test_stream import BAD_ROWS, write_crafted_csv
 
 
 @pytest.fixture(scope="module")
@@ -22,12 +21,7 @@ def engine(model_path):
 
 @pytest.fixture
 def csv_path(tmp_path):
-    path = tmp_path / "marks.csv"
-    with path.open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(HEADER)
-        writer.writerows(crafted_rows() + BAD_ROWS)
-    return path
+    return write_crafted_csv(tmp_path / "marks.csv", BAD_ROWS)
 
 
 def test_batch_boundaries_do_not_change_decisions(engine, csv_path):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import time
 import uuid
 
@@ -11,7 +10,7 @@ import pytest
 from schemas.interchange import read_marks
 from tests.stack import WorkerProcess, create_topics, isolated_env, metric_sum, produce_raw
 from tests.test_faults import _wire
-from tests.test_stream import HEADER, crafted_rows
+from tests.test_stream import write_crafted_csv
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 
@@ -21,11 +20,7 @@ def _assigned(worker: WorkerProcess) -> set[str]:
 
 
 def test_two_workers_split_the_work_and_survive_one_being_killed(broker, model_path, tmp_path):
-    marks_csv = tmp_path / "marks.csv"
-    with marks_csv.open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(HEADER)
-        writer.writerows(crafted_rows())
+    marks_csv = write_crafted_csv(tmp_path / "marks.csv")
     messages = _wire(marks_csv)
     expected = {row.mark.key for row in read_marks(marks_csv) if row.mark}
     env = isolated_env(broker.bootstrap, f"scale{uuid.uuid4().hex[:8]}")

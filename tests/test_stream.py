@@ -67,6 +67,15 @@ BAD_ROWS = [
 ]
 
 
+def write_crafted_csv(path: Path, extra_rows: list[list[str]] = ()) -> Path:
+    """The crafted cohort as an interchange CSV (bad rows, if any, appended)."""
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(HEADER)
+        writer.writerows(crafted_rows() + list(extra_rows))
+    return path
+
+
 @pytest.fixture
 def marks_csv(tmp_path) -> Path:
     path = tmp_path / "marks.csv"
@@ -102,7 +111,7 @@ def test_marks_in_interventions_out_and_everything_reconciles(broker, model_path
             (b"SCHA-P001", json.dumps({"schema_version": 2, "school_id": "SCHA", "pupil_id": "SCHA-P001",
                                        "date": "2025-09-08", "session": "AM", "code": "/",
                                        "recorded_at": "2025-09-08T09:00:00Z"}).encode()),
-            (b"k", b"{" + b" " * 200_000 + b"}"),
+            (b"k", b"{" + b" " * (5 * 1024 * 1024) + b"}"),  # 5 MB
             (None, valid_mark),  # no key: re-published keyed by pupil, then counted once
         ]
         produce_raw(broker.bootstrap, settings.topic_marks, poison)

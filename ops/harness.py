@@ -1,0 +1,183 @@
+"""Running the real pieces side by side: worker processes, isolated topics, metrics scrapes.
+
+Used by the tests, the benchmarks and anyone checking a deployment by hand; dev tooling,
+not part of the worker itself."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from prometheus_client.parser import text_string_to_metric_families
+
+from ops.broker import free_port
+from ops.topics import ensure_topics
+from streams.settings import REPO_ROOT as REPO
+from streams.settings import Settings
+
+
+def isolated_env(bootstrap: str, tag: str, **extra: str) -> dict[str, str]:
+    """Environment for one test's own app id and topics, so tests never see each other's data."""
+    env = {
+        "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+        "RECONNECT_APP_ID": f"reconnect-{tag}",
+        "RECONNECT_TOPIC_MARKS": f"{tag}.marks",
+        "RECONNECT_TOPIC_INTERVENTIONS": f"{tag}.interventions",
+        "RECONNECT_TOPIC_DEAD_LETTER": f"{tag}.dead-letter",
+    }
+    env.update(extra)
+    return env
+
+
+def settings_for(env: dict[str, str]) -> Settings:
+    saved = dict(os.environ)
+    try:
+        os.environ.update(env)
+        return Settings()
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+def create_topics(env: dict[str, str]) -> Settings:
+    settings = settings_for(env)
+    ensure_topics(settings)
+    return settings
+
+
+def metric_values(text: str) -> dict[str, float]:
+    """Samples as 'name{label="v",...}' -> value (labels sorted), from Prometheus text."""
+    values = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            labels = ",".join(f'{k}="{v}"' for k, v in sorted(sample.labels.items()))
+            values[f"{sample.name}{{{labels}}}" if labels else sample.name] = sample.value
+    return values
+
+
+def metric_sum(values: dict[str, float], name: str) -> float:
+    return sum(v for k, v in values.items() if k == name or k.startswith(name + "{"))
+
+
+@dataclass
+class WorkerProcess:
+    env: dict[str, str]
+    workdir: Path
+    web_port: int = field(default_factory=free_port)
+    process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.web_port}"
+
+    def start(self) -> WorkerProcess:
+        env = {**os.environ, **self.env, "RECONNECT_WEB_PORT": str(self.web_port),
+               "RECONNECT_DATA_DIR": str(self.workdir / f"faust-{self.web_port}"),
+               "RECONNECT_METRICS_INTERVAL_S": "1"}
+        self.log_path = self.workdir / f"worker-{self.web_port}.log"
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "streams.cli", "worker", "--loglevel", "warning"], cwd=REPO, env=env,
+            stdout=open(self.log_path, "wb"), stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        return self
+
+    def get(self, path: str) -> tuple[int, str]:
+        try:
+            with urllib.request.urlopen(self.url + path, timeout=30) as response:
+                return response.status, response.read().decode()
+        except urllib.error.HTTPError as error:
+            return error.code, error.read().decode()
+
+    def wait_ready(self, timeout: float = 120) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.process and self.process.poll() is None, f"worker exited:\n{self.log_tail()}"
+            try:
+                if self.get("/readyz")[0] == 200:
+                    return
+            except OSError:
+                pass
+            time.sleep(0.5)
+        raise AssertionError(f"worker not ready in {timeout}s:\n{self.log_tail()}")
+
+    def metrics(self) -> dict[str, float]:
+        return metric_values(self.get("/metrics")[1])
+
+    def state(self) -> dict:
+        return json.loads(self.get("/state")[1])
+
+    def wait_consumed(self, count: int, timeout: float = 180) -> dict[str, float]:
+        """Wait until the worker has read `count` marks and finished every batch it read."""
+        deadline = time.monotonic() + timeout
+        values: dict[str, float] = {}
+        while time.monotonic() < deadline:
+            values = self.metrics()
+            if metric_sum(values, "reconnect_marks_consumed_total") >= count:
+                return values
+            time.sleep(0.5)
+        raise AssertionError(f"worker consumed {metric_sum(values, 'reconnect_marks_consumed_total')} "
+                             f"of {count} in {timeout}s:\n{self.log_tail()}")
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    def kill(self) -> None:
+        if self.process and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=10)
+
+    def stop(self, timeout: float = 20) -> None:
+        if self.process and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+def consume_all(bootstrap: str, topic: str, *, expected: int | None = None, idle_s: float = 4.0,
+                timeout: float = 60.0) -> list:
+    """Every record on a topic, from the beginning; stops at `expected` or after `idle_s` of quiet."""
+    consumer = KafkaConsumer(bootstrap_servers=[bootstrap], group_id=None, enable_auto_commit=False,
+                             auto_offset_reset="earliest", consumer_timeout_ms=500)
+    partitions = consumer.partitions_for_topic(topic) or set()
+    consumer.assign([TopicPartition(topic, p) for p in partitions])
+    consumer.seek_to_beginning()
+    records = []
+    deadline = time.monotonic() + timeout
+    quiet_since = time.monotonic()
+    try:
+        while time.monotonic() < deadline:
+            batch = consumer.poll(timeout_ms=500)
+            fresh = [record for part in batch.values() for record in part]
+            if fresh:
+                records.extend(fresh)
+                quiet_since = time.monotonic()
+            if expected is not None and len(records) >= expected:
+                break
+            if expected is None and time.monotonic() - quiet_since > idle_s:
+                break
+    finally:
+        consumer.close()
+    return records
+
+
+def produce_raw(bootstrap: str, topic: str, messages: list[tuple[bytes | None, bytes]]) -> None:
+    producer = KafkaProducer(bootstrap_servers=[bootstrap], max_request_size=8 * 1024 * 1024)
+    try:
+        for key, value in messages:
+            producer.send(topic, key=key, value=value).get(timeout=30)
+    finally:
+        producer.close()

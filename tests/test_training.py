@@ -1,0 +1,89 @@
+"""Training: versioned artifacts, monotonic constraints, and the alert budget."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import numpy as np
+import pytest
+
+from models.artifact import ModelCompatibilityError, RiskModel, load_model, save_model
+from models.dataset import TrainingSet
+from models.features import FEATURE_NAMES
+from models.policy import PolicyConfig
+from models.training import MONOTONIC, MONOTONIC_CST, choose_policy, make_pipeline, simulate_alert_rate
+
+
+def synthetic(n_pupils: int = 60, n_days: int = 40, seed: int = 0) -> TrainingSet:
+    """Rows whose dip label depends on drop_vs_baseline and current_absence_run."""
+    rng = np.random.default_rng(seed)
+    days = [dt.date(2025, 9, 1) + dt.timedelta(days=i) for i in range(n_days * 7 // 5 + 7)]
+    days = [d for d in days if d.weekday() < 5][:n_days]
+    n = n_pupils * n_days
+    # Each pupil's features persist from day to day, with a little daily noise.
+    X = np.repeat(rng.normal(0, 1, size=(n_pupils, len(FEATURE_NAMES))), n_days, axis=0)
+    X += rng.normal(0, 0.2, size=X.shape)
+    drop = FEATURE_NAMES.index("drop_vs_baseline")
+    run = FEATURE_NAMES.index("current_absence_run")
+    logit = 2.0 * X[:, drop] + 1.0 * X[:, run] - 3.0
+    y = (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(np.int8)
+    pupil = np.repeat([f"P{i}" for i in range(n_pupils)], n_days).astype(object)
+    day = np.tile([d.toordinal() for d in days], n_pupils).astype(np.int32)
+    stats = {name: np.full(n, 40, dtype=np.int64) for name in
+             ("possible_ytd", "attended_ytd", "possible_10", "attended_10", "possible_20", "attended_20",
+              "possible_40", "attended_40")}
+    stats["attended_10"] = np.full(n, 8, dtype=np.int64)  # 80% recently: recovery never counts
+    return TrainingSet(X, y, pupil, np.full(n, "S", dtype=object), day, days, stats)
+
+
+def test_load_refuses_another_scikit_learn_version(tmp_path):
+    ts = synthetic(10, 20)
+    pipeline = make_pipeline("logistic").fit(ts.X, ts.y)
+    model = RiskModel(pipeline=pipeline, version="test", policy=PolicyConfig(), sklearn_version="0.24.2")
+    path = save_model(model, tmp_path / "old.joblib")
+    with pytest.raises(ModelCompatibilityError, match=r"saved with scikit-learn 0\.24\.2.*retrain"):
+        load_model(path)
+    model.sklearn_version = __import__("sklearn").__version__
+    assert load_model(save_model(model, tmp_path / "ok.joblib")).version == "test"
+
+
+def test_monotonic_constraints_are_wired_and_respected():
+    assert MONOTONIC_CST[FEATURE_NAMES.index("drop_vs_baseline")] == 1
+    assert MONOTONIC_CST[FEATURE_NAMES.index("rate_20")] == -1
+    ts = synthetic(80, 30, seed=1)
+    pipeline = make_pipeline("boosted", calibrate=True).fit(ts.X, ts.y)
+    base = np.random.default_rng(2).normal(0, 1, size=(30, len(FEATURE_NAMES)))
+    grid = np.linspace(-3, 3, 25)
+    for name, direction in MONOTONIC.items():
+        column = FEATURE_NAMES.index(name)
+        for row in base:
+            probe = np.repeat(row[None, :], len(grid), axis=0)
+            probe[:, column] = grid
+            scores = pipeline.predict_proba(probe)[:, 1]
+            steps = np.diff(scores) * direction
+            assert (steps >= -1e-12).all(), f"{name} is not monotonic ({direction:+d})"
+
+
+@pytest.mark.parametrize("budget", [1.0, 3.0, 8.0])
+def test_threshold_respects_the_budget(budget):
+    ts = synthetic(80, 40, seed=3)
+    pipeline = make_pipeline("logistic").fit(ts.X, ts.y)
+    scores = pipeline.predict_proba(ts.X)[:, 1]
+    policy, sweep = choose_policy(scores, ts, budget)
+    rate = simulate_alert_rate(scores, ts, policy)
+    assert rate <= budget
+    chosen = next(s for s in sweep if s["enter_score"] == policy.enter_score)
+    assert chosen["within_budget"] and chosen["alerts_per_100_per_week"] == pytest.approx(rate, abs=1e-3)
+    # Every threshold below the chosen one that was not taken was over budget or scored worse.
+    for s in sweep:
+        if s["enter_score"] < policy.enter_score:
+            assert not s["within_budget"] or s["objective"] <= chosen["objective"]
+
+
+def test_a_tighter_budget_never_lowers_the_threshold():
+    ts = synthetic(80, 40, seed=4)
+    scores = make_pipeline("logistic").fit(ts.X, ts.y).predict_proba(ts.X)[:, 1]
+    loose, _ = choose_policy(scores, ts, 50.0)
+    tight, _ = choose_policy(scores, ts, 1.0)
+    assert tight.enter_score >= loose.enter_score
+    assert simulate_alert_rate(scores, ts, tight) <= 1.0
