@@ -117,3 +117,37 @@ def test_truncated_record_is_refused():
     state = apply_all(pupil_marks("P1", MONDAY, [("/", "\\")] * 5))
     with pytest.raises(ValueError):
         PupilState.from_bytes(state.to_bytes()[:-10])
+
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+recordings = st.lists(
+    st.tuples(st.integers(0, 9), st.booleans(), st.sampled_from(["/", "\\", "N", "I", "O", "L", "U", "G"]),
+              st.integers(0, 3)),
+    min_size=1, max_size=40,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(recordings, st.randoms(use_true_random=False))
+def test_property_any_order_of_duplicates_and_amendments_gives_the_same_state(marks_spec, rng):
+    """Recordings of sessions within two weeks (amended up to three times, each sent twice),
+    applied in any order, leave exactly the same state."""
+    marks = []
+    for day_offset, pm, code, hours_later in marks_spec:
+        day = MONDAY + dt.timedelta(days=day_offset)
+        recorded = f"{day.isoformat()}T{9 + hours_later:02d}:00:00+00:00"
+        marks.append(mark("P1", day, "PM" if pm else "AM", code, recorded=recorded))
+    marks += marks  # every recording redelivered once
+    latest = max(m.date for m in marks)
+    reference = PupilState("SCH1", WINDOW, latest)
+    for m in sorted(marks, key=lambda m: (m.recorded_at, m.code)):
+        reference.apply(m)
+    shuffled = marks[:]
+    rng.shuffle(shuffled)
+    state = PupilState("SCH1", WINDOW, latest)
+    for m in shuffled:
+        state.apply(m)
+    assert state.to_bytes() == reference.to_bytes()
+    assert state.counted_marks() == len({(m.date, m.session) for m in marks})
