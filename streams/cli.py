@@ -132,7 +132,7 @@ def replay(marks_csv: Path, out: Path, dead_letter_path: Path | None, model_path
 @click.option("--seed", default=7, show_default=True, help="Training cohort seed (evaluation uses another).")
 @click.option("--budget", default=None, type=float,
               help="Pastoral workload budget: concerns per 100 pupils per week (sets the alert threshold).")
-@click.option("--estimator", type=click.Choice(["logistic", "boosted", "best"]), default="logistic",
+@click.option("--estimator", type=click.Choice(["logistic", "boosted", "best"]), default="best",
               show_default=True, help="Which of the compared estimators to ship (best: by held-out PR-AUC).")
 def train(marks_csv: Path | None, out: Path | None, schools: int, pupils_per_school: int, seed: int,
           budget: float | None, estimator: str) -> None:
