@@ -20,7 +20,14 @@ import matplotlib.pyplot as plt  # noqa: E402
 from models import labels  # noqa: E402
 from models.artifact import RiskModel, load_model  # noqa: E402
 from models.evaluation import (  # noqa: E402
-    EARLY_GRACE_DAYS, LABELS, LAST4, LATE_GRACE_DAYS, MODEL, YTD, EvaluationReport, evaluate,
+    EARLY_GRACE_DAYS,
+    LABELS,
+    LAST4,
+    LATE_GRACE_DAYS,
+    MODEL,
+    YTD,
+    EvaluationReport,
+    evaluate,
 )
 from models.features import FEATURE_NAMES  # noqa: E402
 
@@ -243,7 +250,7 @@ def render_card(report: EvaluationReport, model: RiskModel, calibration_png: Pat
         "",
         "## Model and training",
         "",
-        f"- Candidates, compared on the held-out split (later weeks of unseen schools): "
+        "- Candidates, compared on the held-out split (later weeks of unseen schools): "
         + "; ".join(f"{k}: " + ", ".join(f"{mk} {mv}" for mk, mv in v.items())
                     for k, v in info["metrics"].get("candidates", {}).items())
         + f". Chosen: **{info['metrics'].get('estimator', info['estimator'])}** (higher PR-AUC).",

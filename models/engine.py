@@ -22,7 +22,6 @@ from models.state import ApplyOutcome, OutsideWindowError, PupilState
 from schemas.events import InterventionEvent, InterventionKind, ReasonCode, WindowSummary
 from schemas.marks import MarkRejected, RegisterMark, RejectReason
 
-
 # Stable small numbers for reason codes, stored in the policy state (append-only).
 REASON_INDEX = {code: index for index, code in enumerate(ReasonCode)}
 

@@ -11,7 +11,14 @@ from collections.abc import Sequence
 
 from models.features import FEATURE_NAMES, rate
 from schemas.events import (
-    ACTION_TEXT, TIER_TEXT, InterventionEvent, InterventionKind, Reason, ReasonCode, SupportAction, Tier,
+    ACTION_TEXT,
+    TIER_TEXT,
+    InterventionEvent,
+    InterventionKind,
+    Reason,
+    ReasonCode,
+    SupportAction,
+    Tier,
     WindowSummary,
 )
 

@@ -7,8 +7,8 @@ so replay raises the same interventions as the stream for the same input.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO

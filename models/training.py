@@ -36,7 +36,11 @@ from sklearn.preprocessing import StandardScaler
 from models.artifact import RiskModel
 from models.dataset import TrainingSet, build_training_set
 from models.evaluation import (
-    EARLY_GRACE_DAYS, Episode, Truth, alerts_per_100_per_week, policy_alerts, score_alerts,
+    Episode,
+    Truth,
+    alerts_per_100_per_week,
+    policy_alerts,
+    score_alerts,
 )
 from models.features import FEATURE_NAMES
 from models.policy import PolicyConfig

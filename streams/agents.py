@@ -9,16 +9,15 @@ import time
 from collections.abc import Awaitable
 
 from faust.types import EventT
+from pydantic import ValidationError
 
 from models.engine import BatchResult
 from schemas.deadletter import dead_letter
-from pydantic import ValidationError
-
 from schemas.marks import MarkRejected, RegisterMark, RejectReason, parse_mark_json
 from schemas.outcomes import OutcomeAction, OutcomeEvent
 from streams.app import app, settings
-from streams.runtime import Runtime
 from streams.changelog import ChangelogWriter
+from streams.runtime import Runtime
 from streams.tables import BatchStates, pupil_state
 from streams.topics import dead_letter_topic, interventions_topic, marks_topic, outcomes_topic
 

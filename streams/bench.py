@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from ops.broker import EmbeddedBroker, free_port
-from ops.harness import REPO, WorkerProcess, create_topics, isolated_env, metric_sum, metric_values
+from ops.harness import REPO, WorkerProcess, create_topics, isolated_env, metric_sum
 from streams.settings import Settings
 
 

@@ -138,7 +138,8 @@ def train(marks_csv: Path | None, out: Path | None, schools: int, pupils_per_sch
           budget: float | None, estimator: str) -> None:
     """Fit, compare and calibrate the risk model on features from the stream's own feature code."""
     from models.artifact import save_model
-    from models.training import DEFAULT_ALERT_BUDGET, file_sha256, train as fit, train_on_simulation
+    from models.training import DEFAULT_ALERT_BUDGET, file_sha256, train_on_simulation
+    from models.training import train as fit
     from schemas.interchange import read_marks
 
     settings = _settings()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from streams.app import app, settings
 
+
 def _bytes_topic(name: str):
     return app.topic(name, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw",
                      partitions=settings.topic_partitions)

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 from faust.web import Request, Response, View
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import ValidationError
 
-from schemas.outcomes import OutcomeEvent
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-
 from models.state import PupilState
+from schemas.outcomes import OutcomeEvent
 from streams.agents import runtime
 from streams.app import app
 from streams.tables import pupil_state

@@ -14,7 +14,7 @@ import pytest
 from models.engine import DecisionEngine
 from models.explain import build_event
 from models.features import FEATURE_NAMES, summarise
-from models.policy import DecisionKind, PolicyConfig, PolicyState, decide
+from models.policy import DecisionKind, PolicyState, decide
 from schemas.events import InterventionKind
 from tests.stack import WorkerProcess, create_topics, isolated_env, metric_sum, produce_raw
 from tests.test_features_policy import CONFIG, state_from
