@@ -59,7 +59,7 @@ def test_same_pattern_is_held_back_while_a_plan_is_open_but_a_new_pattern_is_not
 
 @pytest.mark.broker
 @pytest.mark.slow
-def test_outcomes_posted_to_the_worker_reach_pupil_state(broker, model_path, tmp_path):
+def test_outcomes_and_model_reloads_reach_the_running_worker(broker, model_path, tmp_path):
     env = isolated_env(broker.bootstrap, f"out{uuid.uuid4().hex[:6]}",
                        RECONNECT_TOPIC_OUTCOMES=f"out{uuid.uuid4().hex[:6]}.outcomes")
     settings = create_topics(env)
@@ -99,5 +99,15 @@ def test_outcomes_posted_to_the_worker_reach_pupil_state(broker, model_path, tmp
         assert worker.state()["support_plans_open"] == 0
         values = worker.metrics()
         assert metric_sum(values, 'reconnect_outcomes_total{action="support_plan_started",result="applied"}') == 1
+
+        # A new model is taken without a restart (POST /model reloads the artifact now).
+        status, described = worker.get("/model")
+        version = json.loads(described)["version"]
+        request = urllib.request.Request(worker.url + "/model", data=b"", method="POST")
+        with urllib.request.urlopen(request, timeout=60) as response:
+            assert response.status == 200 and json.loads(response.read())["version"] == version
+        values = worker.metrics()
+        assert metric_sum(values, 'reconnect_model_reloads_total{result="loaded"}') == 2
+        assert metric_sum(values, f'reconnect_model_info{{version="{version}"}}') == 1
     finally:
         worker.stop()
