@@ -133,11 +133,10 @@ def concern_reasons(contributions: Sequence[float], stats: WindowSummary) -> lis
 def concern_actions(reasons: Sequence[Reason], stats: WindowSummary, tier: int,
                     support_needs: frozenset[str] = frozenset()) -> list[SupportAction]:
     actions = [SupportAction.CHECK_IN_CONVERSATION]
-    codes = {reason.code for reason in reasons}
     if _drop(stats) >= SUDDEN_DROP or stats.current_absence_run >= SUDDEN_RUN:
         actions.append(SupportAction.CALL_HOME_TO_LISTEN)
-    for code in codes:
-        actions.extend(PATTERN_ACTIONS.get(code, ()))
+    for reason in reasons:  # in order of strength: a set here would order by string hash, per process
+        actions.extend(PATTERN_ACTIONS.get(reason.code, ()))
     if "sen" in support_needs:
         actions.append(SupportAction.SENCO_REVIEW)
     if tier >= Tier.SUSTAINED_DIP:

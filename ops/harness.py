@@ -33,6 +33,8 @@ def isolated_env(bootstrap: str, tag: str, **extra: str) -> dict[str, str]:
         "RECONNECT_TOPIC_MARKS": f"{tag}.marks",
         "RECONNECT_TOPIC_INTERVENTIONS": f"{tag}.interventions",
         "RECONNECT_TOPIC_DEAD_LETTER": f"{tag}.dead-letter",
+        "RECONNECT_TOPIC_OUTCOMES": f"{tag}.outcomes",
+        "RECONNECT_TOPIC_WEBHOOK_DEAD_LETTER": f"{tag}.webhook-dead-letter",
     }
     env.update(extra)
     return env
