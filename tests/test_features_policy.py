@@ -184,3 +184,20 @@ def test_no_vocabulary_can_express_enforcement():
              *(r.value for r in ReasonCode)]
     for text in texts:
         assert not ENFORCEMENT.search(text.replace("_", " ")), text
+
+
+def test_actions_follow_the_order_of_the_reasons_in_every_process():
+    """Regression: actions were collected through a set, so their order changed with the
+    process's string-hash seed and the stream and replay disagreed."""
+    from models.explain import concern_actions
+    from schemas.events import Reason
+
+    stats = summarise(state_from([("/", "\\")] * 30))
+    mf = Reason(code=ReasonCode.MONDAY_FRIDAY_PATTERN, text="x", weight=2.0)
+    late = Reason(code=ReasonCode.LATE_MORNINGS, text="y", weight=1.0)
+    assert concern_actions([mf, late], stats, 1) == [SupportAction.CHECK_IN_CONVERSATION,
+                                                     SupportAction.WELLBEING_CHECK_IN,
+                                                     SupportAction.YOUNG_CARER_CONVERSATION]
+    assert concern_actions([late, mf], stats, 1) == [SupportAction.CHECK_IN_CONVERSATION,
+                                                     SupportAction.YOUNG_CARER_CONVERSATION,
+                                                     SupportAction.WELLBEING_CHECK_IN]
