@@ -79,6 +79,12 @@ class InterventionPrinter(threading.Thread):
         self.kinds: Counter[str] = Counter()
         self.quiet = False
 
+    def catch_up(self, published: float, timeout: float = 30.0) -> None:
+        """Wait until every event published so far has been read (and counted, quietly)."""
+        deadline = time.monotonic() + timeout
+        while sum(self.kinds.values()) < published and time.monotonic() < deadline:
+            time.sleep(0.1)
+
     def run(self) -> None:
         from kafka import KafkaConsumer
 
@@ -143,8 +149,9 @@ def run_demo(*, schools: int, pupils_per_school: int, seed: int, pace: float) ->
         started = time.perf_counter()
         history = publish_live(config, to_date=live_from - dt.timedelta(days=1), bootstrap=settings.bootstrap_list,
                                topic=settings.topic_marks)
-        _drain(web_port, history.marks)
+        values = _drain(web_port, history.marks)
         elapsed = time.perf_counter() - started
+        printer.catch_up(values["reconnect_interventions_published_total"])
         console.print(f"  {history.marks:,} marks over {history.days} school days processed in {elapsed:.1f}s "
                       f"({history.marks / elapsed:,.0f} marks/s end to end); "
                       f"{sum(printer.kinds.values())} interventions raised along the way: {dict(printer.kinds)}")
