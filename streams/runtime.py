@@ -35,9 +35,11 @@ class Runtime:
         """Load (or reload) the model; True when a new model is now in use."""
         path = Path(path or self.settings.model_path)
         try:
+            model = load_model(path)  # says how to get a model when there is none
             mtime = path.stat().st_mtime
-            model = load_model(path)
-        except (OSError, ModelCompatibilityError, ValueError, KeyError) as exc:
+        except Exception as exc:  # noqa: BLE001 - a half-copied or foreign file must not stop the worker
+            if not isinstance(exc, (OSError, ModelCompatibilityError)):
+                exc = ModelCompatibilityError(f"{path} could not be read as a model artifact: {exc!r}")
             self.model_error = str(exc)
             self.metrics.model_reloads.labels(result="failed").inc()
             log.error("Model not loaded from %s: %s", path, exc)
