@@ -22,7 +22,7 @@ from schemas.marks import RegisterMark, Session
 
 # Raw counts kept beside the features (for the reactive baselines and the policy).
 KEPT_STATS = ("possible_ytd", "attended_ytd", "possible_10", "attended_10", "possible_20", "attended_20",
-              "possible_40", "attended_40")
+              "possible_40", "attended_40", "current_absence_run", "current_run_explained")
 
 
 @dataclass

@@ -17,7 +17,7 @@ import numpy as np
 from models.artifact import RiskModel
 from models.explain import build_event
 from models.features import Snapshot, features_batch, snapshot
-from models.policy import Decision, DecisionKind, PolicyConfig, PolicyState, decide
+from models.policy import Decision, DecisionKind, PolicyConfig, PolicyState, decide, explained_runs
 from models.state import ApplyOutcome, OutsideWindowError, PupilState
 from schemas.events import InterventionEvent, InterventionKind, ReasonCode, WindowSummary
 from schemas.marks import MarkRejected, RegisterMark, RejectReason
@@ -89,10 +89,11 @@ class DecisionEngine:
         possible_ytd = batch["possible_ytd"].tolist()
         recent_rate = (batch["attended_20"] / np.maximum(batch["possible_20"], 1)).tolist()
         short_rate = (batch["attended_10"] / np.maximum(batch["possible_10"], 1)).tolist()
+        explained_run = explained_runs(batch["current_absence_run"], batch["current_run_explained"]).tolist()
         for i, (item, score) in enumerate(zip(pending, scores.tolist())):
             decision = decide(item.state.policy, self.policy, score, day=item.snapshot.latest_ordinal,
                               possible_sessions=possible_ytd[i], recent_rate=recent_rate[i],
-                              short_rate=short_rate[i])
+                              short_rate=short_rate[i], explained_run=explained_run[i])
             if decision is None:
                 continue
             event = self._event(item, decision, score, batch.row(i), X[i])

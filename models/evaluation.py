@@ -52,7 +52,7 @@ from models.artifact import RiskModel
 from models.dataset import DayEndRecorder, TrainingSet, split_by_day
 from models.engine import DecisionEngine
 from models.features import FEATURE_NAMES
-from models.policy import PolicyConfig, PolicyState, decide
+from models.policy import PolicyConfig, PolicyState, decide, explained_runs
 from models.replay import replay_file
 from models.state import PupilState
 from schemas.marks import RegisterMark
@@ -238,6 +238,7 @@ def policy_alerts(scores: np.ndarray, rows: TrainingSet, config: PolicyConfig) -
     s = rows.stats
     recent = s["attended_20"] / np.maximum(s["possible_20"], 1)
     short = s["attended_10"] / np.maximum(s["possible_10"], 1)
+    illness = explained_runs(s["current_absence_run"], s["current_run_explained"])
     states: dict[str, PolicyState] = {}
     raised: dict[str, list[dt.date]] = defaultdict(list)
     for i in order:
@@ -247,7 +248,7 @@ def policy_alerts(scores: np.ndarray, rows: TrainingSet, config: PolicyConfig) -
             state = states[pupil] = PolicyState()
         decision = decide(state, config, float(scores[i]), day=int(rows.day[i]),
                           possible_sessions=int(s["possible_ytd"][i]), recent_rate=float(recent[i]),
-                          short_rate=float(short[i]))
+                          short_rate=float(short[i]), explained_run=int(illness[i]))
         if decision is not None and decision.kind == "concern" and not decision.escalation:
             raised[pupil].append(dt.date.fromordinal(int(rows.day[i])))
     return dict(raised)

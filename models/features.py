@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from models.state import ATTENDED, HEALTH, LATE, POSSIBLE, UNAUTHORISED, PupilState
+from models.state import ATTENDED, HEALTH, HOLIDAY, LATE, POSSIBLE, UNAUTHORISED, PupilState
 from schemas.events import WindowSummary
 
 RECENT_SHORT, RECENT, RECENT_LONG = 10, 20, 40
@@ -28,10 +28,10 @@ MONDAY, FRIDAY = 0, 4
 
 
 # One lookup per slot gives every property of its code as bits.
-POSSIBLE_BIT, ATTENDED_BIT, LATE_BIT, UNAUTHORISED_BIT, HEALTH_BIT = 1, 2, 4, 8, 16
+POSSIBLE_BIT, ATTENDED_BIT, LATE_BIT, UNAUTHORISED_BIT, HEALTH_BIT, HOLIDAY_BIT = 1, 2, 4, 8, 16, 32
 FLAGS = np.zeros(256, dtype=np.uint8)
 for _bit, _table in ((POSSIBLE_BIT, POSSIBLE), (ATTENDED_BIT, ATTENDED), (LATE_BIT, LATE),
-                     (UNAUTHORISED_BIT, UNAUTHORISED), (HEALTH_BIT, HEALTH)):
+                     (UNAUTHORISED_BIT, UNAUTHORISED), (HEALTH_BIT, HEALTH), (HOLIDAY_BIT, HOLIDAY)):
     FLAGS[: len(_table)] |= np.frombuffer(_table, dtype=np.uint8) * np.uint8(_bit)
 FLAG_TABLE = FLAGS.tobytes()  # for bytes.translate: code index -> flag bits, in C
 
@@ -145,6 +145,7 @@ def summarise_batch(snapshots: Sequence[Snapshot]) -> WindowBatch:
     dense_absent[rows, from_end[rows, cols] - 1] = absent[rows, cols]
     newest_attended = np.where(attended & recent_40, from_end, RECENT_LONG + 1).min(axis=1, initial=RECENT_LONG + 1)
     current_run = np.minimum(newest_attended - 1, possible_40)
+    in_current_run = recent_40 & (from_end <= current_run[:, None])
     spell_start = dense_absent.copy()
     spell_start[:, 1:] &= ~dense_absent[:, :-1]
     longest = np.zeros(n, dtype=np.int64)
@@ -163,6 +164,7 @@ def summarise_batch(snapshots: Sequence[Snapshot]) -> WindowBatch:
         "attended_40": attended & recent_40,
         "recent_20_in_year": recent_20_in_year, "attended_20_in_year": attended & recent_20_in_year,
         "unauthorised_40": absent_40 & unauthorised, "health_40": absent_40 & health,
+        "current_run_explained": in_current_run & (health | (flags & HOLIDAY_BIT).astype(bool)),
         "late_20": late & recent_20, "late_previous_20": late & older_20,
         "monday_friday_absences_40": absent_40 & monday_friday,
         "am_possible_40": recent_40 & ~is_pm, "am_absences_40": absent_40 & ~is_pm,
@@ -177,6 +179,7 @@ def summarise_batch(snapshots: Sequence[Snapshot]) -> WindowBatch:
         "earlier_possible": possible_ytd - counts["recent_20_in_year"],
         "earlier_attended": attended_ytd - counts["attended_20_in_year"],
         "current_absence_run": current_run.astype(np.int64),
+        "current_run_explained": counts["current_run_explained"],
         "longest_absence_run_40": longest,
         "absence_spells_40": spell_start.sum(axis=1, dtype=np.int64),
         **{name: counts[name] for name in (

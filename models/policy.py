@@ -30,6 +30,12 @@ class PolicyConfig(BaseModel):
     cooldown_days: int = Field(21, ge=0, description="Calendar days after an alert before a new concern.")
     escalation_gap_days: int = Field(7, ge=0, description="Calendar days after an alert before an escalation.")
     recovery_days: int = Field(5, ge=1, description="School days below the exit score before `improving`.")
+    explained_absence_grace_sessions: int = Field(
+        10, ge=0,
+        description="Hold back a new concern while the pupil's current absence is a known illness, appointment "
+        "or holiday (I, M, G) of at most this many sessions: a week of flu or one holiday is not a dip. If it "
+        "goes on longer, the concern is raised then.",
+    )
     recovery_min_rate: float = Field(
         0.9, gt=0, le=1,
         description="Share of the last 10 possible sessions attended before a recovery counts: a low score "
@@ -103,19 +109,22 @@ class PolicyState:
 
 def decide(
     state: PolicyState, config: PolicyConfig, score: float, *, day: int, possible_sessions: int,
-    recent_rate: float, short_rate: float,
+    recent_rate: float, short_rate: float, explained_run: int = 0,
 ) -> Decision | None:
     """Update the pupil's policy state for one scored mark; the event to publish, if any.
 
     `day` is the ordinal of the latest school day seen for the pupil, so a late amendment of an
     old session cannot move the policy's clock backwards. `recent_rate` is attendance over the
     last 20 possible sessions (remembered at an alert), `short_rate` over the last 10.
+    `explained_run` is the length of the current absence run when every session of it is a
+    known illness, appointment or holiday, else 0.
     """
     if possible_sessions < config.min_possible_sessions:
         return None
     tier = config.tier_for(score)
     if not state.flagged:
-        if tier and (state.last_alert == 0 or day - state.last_alert >= config.cooldown_days):
+        waiting_it_out = 0 < explained_run <= config.explained_absence_grace_sessions
+        if tier and not waiting_it_out and (state.last_alert == 0 or day - state.last_alert >= config.cooldown_days):
             state.flagged, state.tier, state.last_alert = True, tier, day
             state.low_days, state.last_low = 0, 0
             state.alert_rate_pct = min(round(recent_rate * 100), 100)
@@ -136,3 +145,8 @@ def decide(
     state.flagged, state.tier, state.last_alert, state.low_days = False, 0, day, 0
     state.alert_rate_pct = NO_RATE
     return Decision(DecisionKind.IMPROVING, tier_was, rate_at_alert=rate_at_alert)
+
+
+def explained_runs(current_run, current_run_explained):
+    """The current absence run's length where all of it is illness, appointments or holiday, else 0."""
+    return current_run * (current_run == current_run_explained)

@@ -32,6 +32,7 @@ ATTENDED = bytes(int(bool(c and c.possible_session and c.attending)) for c in BY
 UNAUTHORISED = bytes(int(bool(c and c.unauthorised)) for c in BY_INDEX)
 HEALTH = bytes(int(bool(c and c.health)) for c in BY_INDEX)
 LATE = bytes(int(bool(c and c.late)) for c in BY_INDEX)
+HOLIDAY = bytes(int(bool(c and c.holiday)) for c in BY_INDEX)
 
 
 class ApplyOutcome(StrEnum):

@@ -48,9 +48,14 @@ class AttendanceCode:
     def health(self) -> bool:
         return self.code in HEALTH_CODES
 
+    @property
+    def holiday(self) -> bool:
+        return self.code in HOLIDAY_CODES
+
 
 LATE_CODES = frozenset({"L", "U"})
 HEALTH_CODES = frozenset({"I", "M"})
+HOLIDAY_CODES = frozenset({"G", "H"})  # holiday not granted; H, the withdrawn authorised holiday
 # "-" or blank means the register has not been taken yet: not a mark, so not a code.
 REGISTER_NOT_TAKEN = frozenset({"", "-"})
 

@@ -102,6 +102,9 @@ class WindowSummary(BaseModel):
     earlier_possible: int
     earlier_attended: int
     current_absence_run: int
+    current_run_explained: int = Field(
+        0, description="Sessions of the current absence run whose reason is known to be illness, a medical "
+        "appointment or a family holiday (I, M, G).")
     longest_absence_run_40: int
     absence_spells_40: int
     unauthorised_40: int

@@ -60,6 +60,10 @@ def worker(bootstrap: str | None, web_port: int | None, model_path: Path | None,
         raise click.ClickException(str(exc)) from None
     logging.getLogger("kafka").setLevel(logging.WARNING)
 
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=settings.scoring_threads)
+
     from streams.app import app
 
     app.finalize()

@@ -50,6 +50,9 @@ class Settings(BaseSettings):
     metrics_interval_s: float = Field(5.0, gt=0, description="How often lag and table-size gauges are refreshed.")
 
     batch_max_marks: int = Field(500, ge=1, description="Largest micro-batch the worker scores at once.")
+    scoring_threads: int = Field(
+        1, ge=1, description="Threads the model may use per scoring call. One keeps OpenMP from spinning "
+        "against the consumer thread on small machines; micro-batches make it cheap anyway.")
     batch_within_s: float = Field(0.1, gt=0, description="Longest a micro-batch waits to fill.")
 
     max_message_bytes: int = Field(64 * 1024, ge=256, description="Larger mark messages are dead-lettered.")

@@ -7,8 +7,13 @@ import os
 from collections.abc import Iterator
 
 import pytest
+from threadpoolctl import threadpool_limits
 
 from schemas.marks import RegisterMark, parse_mark
+
+# One scoring thread, as in the worker: OpenMP spinning on a shared two-core machine makes
+# thousands of small predict calls many times slower.
+threadpool_limits(limits=1)
 
 # Tests must not pick up a developer's .env or exported settings.
 for _name in list(os.environ):

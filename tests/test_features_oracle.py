@@ -47,6 +47,7 @@ def oracle(state: PupilState) -> dict[str, int]:
         "earlier_attended": state.folded_attended + sum(c.attending for _, _, c in ytd)
         - sum(c.attending for _, _, c in recent_20_in_year),
         "current_absence_run": current, "longest_absence_run_40": max(runs, default=0),
+        "current_run_explained": sum(c.health or c.holiday for _, _, c in recent[:current]),
         "absence_spells_40": len(runs),
         "unauthorised_40": sum(c.unauthorised for _, _, c in absent),
         "health_40": sum(c.health for _, _, c in absent),

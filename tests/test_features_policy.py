@@ -201,3 +201,21 @@ def test_actions_follow_the_order_of_the_reasons_in_every_process():
     assert concern_actions([late, mf], stats, 1) == [SupportAction.CHECK_IN_CONVERSATION,
                                                      SupportAction.YOUNG_CARER_CONVERSATION,
                                                      SupportAction.WELLBEING_CHECK_IN]
+
+
+@pytest.mark.parametrize("explained_run, raised", [(0, True), (6, False), (10, False), (12, True)])
+def test_a_short_explained_illness_is_waited_out(explained_run, raised):
+    """A week of flu is not a dip: while the current absence is illness of at most ten sessions
+    no new concern is raised; past that, it is."""
+    state = PolicyState()
+    decision = decide(state, CONFIG, 0.95, day=800_000, possible_sessions=100, recent_rate=0.5, short_rate=0.2,
+                      explained_run=explained_run)
+    assert (decision is not None) is raised
+    assert state.flagged is raised
+
+
+def test_explained_runs_only_count_when_the_whole_run_is_illness():
+    from models.policy import explained_runs
+
+    runs = explained_runs(np.array([0, 6, 6, 12]), np.array([0, 6, 5, 12]))
+    assert runs.tolist() == [0, 6, 0, 12]
