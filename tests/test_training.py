@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from models.artifact import ModelCompatibilityError, RiskModel, load_model, save_model
-from models.dataset import TrainingSet
+from models.dataset import KEPT_STATS, TrainingSet
 from models.features import FEATURE_NAMES
 from models.policy import PolicyConfig
 from models.training import MONOTONIC, MONOTONIC_CST, choose_policy, make_pipeline, simulate_alert_rate
@@ -29,9 +29,8 @@ def synthetic(n_pupils: int = 60, n_days: int = 40, seed: int = 0) -> TrainingSe
     y = (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(np.int8)
     pupil = np.repeat([f"P{i}" for i in range(n_pupils)], n_days).astype(object)
     day = np.tile([d.toordinal() for d in days], n_pupils).astype(np.int32)
-    stats = {name: np.full(n, 40, dtype=np.int64) for name in
-             ("possible_ytd", "attended_ytd", "possible_10", "attended_10", "possible_20", "attended_20",
-              "possible_40", "attended_40")}
+    stats = {name: np.full(n, 40, dtype=np.int64) for name in KEPT_STATS}
+    stats["current_absence_run"] = stats["current_run_explained"] = np.zeros(n, dtype=np.int64)
     stats["attended_10"] = np.full(n, 8, dtype=np.int64)  # 80% recently: recovery never counts
     return TrainingSet(X, y, pupil, np.full(n, "S", dtype=object), day, days, stats)
 
