@@ -19,6 +19,10 @@ app = faust.App(
     # Topics are created explicitly (ops/topics.toml) with the counts the app expects.
     topic_allow_declare=True,
     processing_guarantee="at_least_once",
+    # With micro-batches (take_events), waiting for the stream to drain before a rebalance can
+    # hang the survivor of a killed worker ("Heartbeat failed ... rebalancing" forever). Not
+    # waiting is safe here: unacknowledged marks are redelivered and state updates are idempotent.
+    stream_wait_empty=False,
     broker_session_timeout=settings.session_timeout_s,
     broker_heartbeat_interval=settings.heartbeat_interval_s,
     consumer_auto_offset_reset="earliest",
