@@ -10,18 +10,16 @@ from __future__ import annotations
 import datetime as dt
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from collections import Counter
-from pathlib import Path
 
 from rich.console import Console
 
-from ops.broker import EmbeddedBroker, free_port
+from ops.broker import EmbeddedBroker
+from ops.harness import WorkerProcess
 from streams.settings import REPO_ROOT, Settings
 
 console = Console(highlight=False)
@@ -44,29 +42,12 @@ def _ensure_model(settings: Settings) -> None:
         subprocess.run([sys.executable, "-m", "streams.cli", "train"], check=True, cwd=REPO_ROOT)
 
 
-def _metrics(port: int) -> dict[str, float]:
-    from prometheus_client.parser import text_string_to_metric_families
-
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
-        text = response.read().decode()
+def _totals(worker: WorkerProcess) -> Counter[str]:
+    """The worker's metrics summed over their labels."""
     totals: Counter[str] = Counter()
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            totals[sample.name] += sample.value
+    for key, value in worker.metrics().items():
+        totals[key.split("{", 1)[0]] += value
     return totals
-
-
-def _wait_ready(port: int, worker: subprocess.Popen, log: Path) -> None:
-    deadline = time.monotonic() + READY_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if worker.poll() is not None:
-            raise RuntimeError(f"the worker stopped during start-up; see {log}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2):
-                return
-        except OSError:
-            time.sleep(0.5)
-    raise RuntimeError(f"the worker was not ready within {READY_TIMEOUT_S}s; see {log}")
 
 
 class InterventionPrinter(threading.Thread):
@@ -113,28 +94,22 @@ def run_demo(*, schools: int, pupils_per_school: int, seed: int, pace: float) ->
     shutil.rmtree(DEMO_DIR, ignore_errors=True)
     DEMO_DIR.mkdir(parents=True)
     broker = EmbeddedBroker(log_path=DEMO_DIR / "broker.log")
-    worker: subprocess.Popen | None = None
+    worker: WorkerProcess | None = None
     printer: InterventionPrinter | None = None
-    web_port = free_port()
     try:
         with console.status("Starting the embedded broker..."):
             broker.start()
-        env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap, "RECONNECT_WEB_PORT": str(web_port),
-               "RECONNECT_DATA_DIR": str(DEMO_DIR / "faust"), "RECONNECT_METRICS_INTERVAL_S": "1"}
-        os.environ.update({k: env[k] for k in ("KAFKA_BOOTSTRAP_SERVERS", "RECONNECT_WEB_PORT")})
+        os.environ["KAFKA_BOOTSTRAP_SERVERS"] = broker.bootstrap
         settings = Settings()
         console.print(f"[bold]Broker[/] embedded (tansu) on {broker.bootstrap}")
         _ensure_model(settings)
         for name, status in ensure_topics(settings).items():
             console.print(f"[bold]Topic[/] {name}: {status}")
-        worker_log = DEMO_DIR / "worker.log"
-        worker = subprocess.Popen([sys.executable, "-m", "streams.cli", "worker", "--loglevel", "warning"],
-                                  cwd=REPO_ROOT, env=env, stdout=open(worker_log, "wb"), stderr=subprocess.STDOUT,
-                                  start_new_session=True)
+        worker = WorkerProcess({"KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap}, DEMO_DIR).start()
         with console.status("Starting the worker (joining the consumer group)..."):
-            _wait_ready(web_port, worker, worker_log)
-        console.print(f"[bold]Worker[/] ready. Metrics: http://127.0.0.1:{web_port}/metrics "
-                      f"(also /readyz, /livez, /model, /state); log: {worker_log}")
+            worker.wait_ready(timeout=READY_TIMEOUT_S)
+        console.print(f"[bold]Worker[/] ready. Metrics: {worker.url}/metrics "
+                      f"(also /readyz, /livez, /model, /state); log: {worker.log_path}")
 
         config = SimulationConfig(schools=schools, pupils_per_school=pupils_per_school, phase="mixed", seed=seed)
         school_days = config.calendar().school_days
@@ -149,7 +124,7 @@ def run_demo(*, schools: int, pupils_per_school: int, seed: int, pace: float) ->
         started = time.perf_counter()
         history = publish_live(config, to_date=live_from - dt.timedelta(days=1), bootstrap=settings.bootstrap_list,
                                topic=settings.topic_marks)
-        values = _drain(web_port, history.marks)
+        values = _drain(worker, history.marks)
         elapsed = time.perf_counter() - started
         printer.catch_up(values["reconnect_interventions_published_total"])
         console.print(f"  {history.marks:,} marks over {history.days} school days processed in {elapsed:.1f}s "
@@ -163,10 +138,10 @@ def run_demo(*, schools: int, pupils_per_school: int, seed: int, pace: float) ->
         week = publish_live(config, from_date=live_from, to_date=live_to, pace_seconds_per_day=pace,
                             bootstrap=settings.bootstrap_list, topic=settings.topic_marks,
                             on_day=lambda day, n: console.print(f"[dim]-- {day:%A %d %B}: {n} register marks --[/]"))
-        values = _drain(web_port, history.marks + week.marks)
+        values = _drain(worker, history.marks + week.marks)
         time.sleep(1.0)  # let the printer catch the last events
         this_week = printer.kinds - before
-        _summary(values, web_port, history.marks + week.marks, this_week)
+        _summary(values, worker.url, history.marks + week.marks, this_week)
         return 0
     except KeyboardInterrupt:
         console.print("\n[bold]Interrupted[/]: stopping cleanly.")
@@ -175,23 +150,18 @@ def run_demo(*, schools: int, pupils_per_school: int, seed: int, pace: float) ->
         if printer:
             printer.stop_event.set()
             printer.join(timeout=5)
-        if worker and worker.poll() is None:
-            os.killpg(worker.pid, signal.SIGTERM)
-            try:
-                worker.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(worker.pid, signal.SIGKILL)
-                worker.wait(timeout=10)
+        if worker:
+            worker.stop()
         broker.stop()
         console.print("[dim]Worker and broker stopped; nothing left running.[/]")
 
 
-def _drain(port: int, published: int) -> dict[str, float]:
+def _drain(worker: WorkerProcess, published: int) -> Counter[str]:
     """Wait until the worker has handled every published mark."""
     deadline = time.monotonic() + DRAIN_TIMEOUT_S
-    values: dict[str, float] = {}
+    values: Counter[str] = Counter()
     while time.monotonic() < deadline:
-        values = _metrics(port)
+        values = _totals(worker)
         handled = (values["reconnect_marks_applied_total"] + values["reconnect_marks_dead_lettered_total"]
                    + values["reconnect_marks_rekeyed_total"])
         if values["reconnect_marks_consumed_total"] >= published and handled >= values["reconnect_marks_consumed_total"]:
@@ -201,13 +171,13 @@ def _drain(port: int, published: int) -> dict[str, float]:
                        f"{published:,} marks within {DRAIN_TIMEOUT_S}s")
 
 
-def _summary(values: dict[str, float], port: int, published: int, this_week: Counter[str]) -> None:
+def _summary(values: Counter[str], url: str, published: int, this_week: Counter[str]) -> None:
     consumed = values["reconnect_marks_consumed_total"]
     applied = values["reconnect_marks_applied_total"]
     dead = values["reconnect_marks_dead_lettered_total"]
     console.print(f"\n[bold]This week[/]: {sum(this_week.values())} interventions {dict(this_week)}")
     console.print(f"[bold]Reconciliation[/]: published {published:,} = consumed {consumed:,.0f} = "
                   f"applied to pupil state {applied:,.0f} + dead-lettered {dead:,.0f}")
-    console.print(f"[bold]Metrics[/] were at http://127.0.0.1:{port}/metrics "
+    console.print(f"[bold]Metrics[/] were at {url}/metrics "
                   f"(interventions published: {values['reconnect_interventions_published_total']:,.0f}, "
                   f"pupils tracked: {values['reconnect_pupils_tracked']:,.0f})")
