@@ -278,7 +278,7 @@ def render_card(report: EvaluationReport, model: RiskModel, calibration_png: Pat
         "",
         "## Versioning",
         "",
-        "The artifact (`models/artifacts/risk_model.joblib`) carries its version, the SHA-256 of its training "
+        "The artifact (`models/artifacts/risk_model.skops`) carries its version, the SHA-256 of its training "
         "data, the scikit-learn version it was fitted with, its metrics, its thresholds and its training "
         "settings. `load_model` refuses an artifact saved with another scikit-learn version "
         "(`ModelCompatibilityError`: retrain rather than risk wrong scores), and one whose feature list differs "

@@ -15,8 +15,8 @@ from typing import TextIO
 
 from models.engine import DecisionEngine
 from models.state import PupilState
-from schemas.deadletter import dead_letter
-from schemas.events import DeadLetter, InterventionEvent
+from schemas.deadletter import DeadLetter, dead_letter
+from schemas.events import InterventionEvent
 from schemas.interchange import CsvRow, read_marks
 
 BATCH = 1000

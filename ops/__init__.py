@@ -1,1 +1,1 @@
-"""Operations code: the embedded broker launcher and topic administration (configs live beside it)."""
+"""Operations configuration: topic definitions, Prometheus rules and Grafana dashboards (data, no code)."""

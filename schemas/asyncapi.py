@@ -12,7 +12,9 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
-from schemas.events import DeadLetter, InterventionEvent
+from schemas import topics
+from schemas.deadletter import DeadLetter
+from schemas.events import InterventionEvent
 from schemas.marks import RegisterMark
 from schemas.outcomes import OutcomeEvent, WebhookDeadLetter
 
@@ -25,11 +27,11 @@ HTTP_BINDING_VERSION = "0.3.0"
 
 # Default topic names (the Settings defaults; deployments may rename them with RECONNECT_TOPIC_*).
 TOPICS = {
-    "marks": "reconnect.marks.v1",
-    "interventions": "reconnect.interventions.v1",
-    "deadLetter": "reconnect.dead-letter.v1",
-    "outcomes": "reconnect.outcomes.v1",
-    "webhookDeadLetter": "reconnect.webhook-dead-letter.v1",
+    "marks": topics.MARKS,
+    "interventions": topics.INTERVENTIONS,
+    "deadLetter": topics.DEAD_LETTER,
+    "outcomes": topics.OUTCOMES,
+    "webhookDeadLetter": topics.WEBHOOK_DEAD_LETTER,
 }
 
 VERSIONING_POLICY = """\

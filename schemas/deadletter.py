@@ -6,11 +6,33 @@ import base64
 import datetime as dt
 import hashlib
 
-from schemas.events import DeadLetter
+from pydantic import BaseModel, Field
+
+from schemas.events import EVENT_SCHEMA_VERSION
 from schemas.marks import MarkRejected
 
 # Enough of an oversized payload to recognise it; the full message stays on its topic at its offset.
 MAX_RAW_KEPT = 4096
+
+
+class DeadLetter(BaseModel):
+    """A mark that could not be used, kept with its reason and enough to find or replay it."""
+
+    schema_version: int = EVENT_SCHEMA_VERSION
+    reason: str
+    detail: str
+    stage: str = Field(description="Where it was rejected: ingest, worker or replay.")
+    raw: str = Field(description="The raw row or message (UTF-8, or base64 when not text), truncated if huge.")
+    raw_encoding: str = "utf-8"
+    raw_bytes: int
+    raw_sha256: str
+    truncated: bool = False
+    source_file: str | None = None
+    line: int | None = None
+    topic: str | None = None
+    partition: int | None = None
+    offset: int | None = None
+    dead_lettered_at: dt.datetime
 
 
 def dead_letter(rejection: MarkRejected, raw: bytes | str, *, stage: str, **where: object) -> DeadLetter:

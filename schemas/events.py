@@ -20,6 +20,9 @@ EVENT_NAMESPACE = uuid.UUID("6f1f2c4e-9d1b-4f39-8b8e-2a7f0c9e5d11")
 class InterventionKind(StrEnum):
     CONCERN = "concern"  # raised, or escalated to a higher tier
     IMPROVING = "improving"  # a flagged pupil's attendance has recovered
+    # Illness absence has reached 15 school days this year: the point at which the local
+    # authority's duty to arrange education for children with health needs applies.
+    HEALTH_NEEDS = "health_needs"
 
 
 class Tier(IntEnum):
@@ -154,23 +157,3 @@ class InterventionEvent(BaseModel):
         actions = ", ".join(action.value.replace("_", " ") for action in self.suggested_actions)
         return (f"{self.as_of} {self.school_id} {self.pupil_id} {self.kind.value} tier {int(self.tier)} "
                 f"(score {self.risk_score:.2f}): {because}. Suggested: {actions}")
-
-
-class DeadLetter(BaseModel):
-    """A mark that could not be used, kept with its reason and enough to find or replay it."""
-
-    schema_version: int = EVENT_SCHEMA_VERSION
-    reason: str
-    detail: str
-    stage: str = Field(description="Where it was rejected: ingest, worker or replay.")
-    raw: str = Field(description="The raw row or message (UTF-8, or base64 when not text), truncated if huge.")
-    raw_encoding: str = "utf-8"
-    raw_bytes: int
-    raw_sha256: str
-    truncated: bool = False
-    source_file: str | None = None
-    line: int | None = None
-    topic: str | None = None
-    partition: int | None = None
-    offset: int | None = None
-    dead_lettered_at: dt.datetime

@@ -11,7 +11,8 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from schemas.events import DeadLetter, InterventionEvent
+from schemas.deadletter import DeadLetter
+from schemas.events import InterventionEvent
 from schemas.marks import RegisterMark
 from schemas.outcomes import OutcomeEvent, WebhookDeadLetter
 

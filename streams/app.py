@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import faust
 
-from streams.settings import get_settings
+from streams.settings import Settings
 
-settings = get_settings()
+settings = Settings()
 
 app = faust.App(
     settings.app_id,

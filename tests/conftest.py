@@ -58,7 +58,7 @@ def present_days():
 
 @pytest.fixture(scope="session")
 def broker(tmp_path_factory):
-    from ops.broker import EmbeddedBroker
+    from devtools.broker import EmbeddedBroker
 
     log = tmp_path_factory.mktemp("broker") / "tansu.log"
     with EmbeddedBroker(log_path=log) as embedded:

@@ -24,7 +24,7 @@ from kafka import KafkaAdminClient, KafkaProducer
 
 from models.explain import build_event
 from schemas.events import WindowSummary
-from ops.topics import TopicSpec, ensure_topics
+from streams.topic_admin import TopicSpec, ensure_topics
 from schemas.events import InterventionEvent, InterventionKind
 from schemas.outcomes import WebhookDeadLetter
 from streams.bridge import (

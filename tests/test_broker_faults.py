@@ -10,7 +10,7 @@ import uuid
 
 import pytest
 
-from ops.broker import EmbeddedBroker, free_port
+from devtools.broker import EmbeddedBroker, free_port
 from schemas.interchange import read_marks
 from tests.stack import REPO, WorkerProcess, create_topics, isolated_env, metric_sum, produce_raw
 from tests.test_faults import _wire

@@ -462,5 +462,5 @@ def test_dockerignore_keeps_secrets_out_and_the_package_in():
     needed |= {package.split(".")[0] for package in pyproject["tool"]["setuptools"]["packages"]}
     for path in sorted(needed):
         assert not _ignored(path, patterns), f".dockerignore excludes {path}, which `pip install .` needs"
-    for artifact in (REPO_ROOT / "models" / "artifacts").glob("*.joblib"):
+    for artifact in (REPO_ROOT / "models" / "artifacts").glob("*.skops"):
         assert not _ignored(str(artifact.relative_to(REPO_ROOT)), patterns)

@@ -12,7 +12,7 @@ from streams.settings import Settings
 
 
 def test_reload_keeps_the_good_model_when_the_new_file_is_corrupt(tmp_path, model_path):
-    path = tmp_path / "model.joblib"
+    path = tmp_path / "model.skops"
     shutil.copy(model_path, path)
     runtime = Runtime(Settings(model_path=path), metrics=WorkerMetrics(CollectorRegistry()))
     assert runtime.load()
@@ -24,7 +24,7 @@ def test_reload_keeps_the_good_model_when_the_new_file_is_corrupt(tmp_path, mode
 
 
 def test_no_model_at_start_is_reported_not_raised(tmp_path):
-    runtime = Runtime(Settings(model_path=tmp_path / "missing.joblib"), metrics=WorkerMetrics(CollectorRegistry()))
+    runtime = Runtime(Settings(model_path=tmp_path / "missing.skops"), metrics=WorkerMetrics(CollectorRegistry()))
     assert not runtime.load()
     assert runtime.engine is None and "reconnect train" in runtime.model_error
     assert runtime.metrics.model_loaded._value.get() == 0

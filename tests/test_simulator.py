@@ -15,11 +15,11 @@ import pytest
 from click.testing import CliRunner
 
 from models.simulator.calendar import CalendarError, SchoolCalendar
-from models.simulator.cli import simulate
+from streams.simulate_cli import simulate
 from models.simulator.cohort import build_cohort
 from models.simulator.episodes import DIP_KINDS, KINDS, NON_DIP_KINDS
 from models.simulator.generate import SimulationConfig, iter_days, simulate_year
-from models.simulator.live import encode_mark, publish_live
+from streams.simulate_live import encode_mark, publish_live
 from models.simulator.report import calibration_checks, failed_checks, render_report
 from schemas.codes import CODES
 
@@ -418,7 +418,7 @@ def test_calibrated_to_national_statistics(phase: str, schools: int, pupils_per_
 def test_live_mode_reaches_a_real_broker() -> None:
     from kafka import KafkaConsumer
 
-    from ops.broker import BrokerError, EmbeddedBroker
+    from devtools.broker import BrokerError, EmbeddedBroker
 
     config = SimulationConfig(schools=1, pupils_per_school=40, phase="primary", seed=2)
     try:

@@ -39,11 +39,11 @@ def test_load_refuses_another_scikit_learn_version(tmp_path):
     ts = synthetic(10, 20)
     pipeline = make_pipeline("logistic").fit(ts.X, ts.y)
     model = RiskModel(pipeline=pipeline, version="test", policy=PolicyConfig(), sklearn_version="0.24.2")
-    path = save_model(model, tmp_path / "old.joblib")
+    path = save_model(model, tmp_path / "old.skops")
     with pytest.raises(ModelCompatibilityError, match=r"saved with scikit-learn 0\.24\.2.*retrain"):
         load_model(path)
     model.sklearn_version = __import__("sklearn").__version__
-    assert load_model(save_model(model, tmp_path / "ok.joblib")).version == "test"
+    assert load_model(save_model(model, tmp_path / "ok.skops")).version == "test"
 
 
 def test_monotonic_constraints_are_wired_and_respected():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import tomllib
+from importlib import resources
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -12,7 +13,8 @@ from kafka.errors import TopicAlreadyExistsError
 
 from streams.settings import Settings
 
-TOPICS_FILE = Path(__file__).with_name("topics.toml")
+# ops/ is configuration: the topic definitions are data read from it, not code imported.
+TOPICS_FILE = Path(str(resources.files("ops").joinpath("topics.toml")))
 
 
 @dataclass(frozen=True)
@@ -39,9 +41,12 @@ def topic_specs(settings: Settings, path: Path = TOPICS_FILE) -> list[TopicSpec]
             name = entry["name"].format(app_id=settings.app_id)
         else:
             raise ValueError(f"topic {key!r} in {path} needs 'setting' or 'name'")
+        config = {k: str(v) for k, v in entry.get("config", {}).items()}
+        if "retention_days_setting" in entry:
+            config["retention.ms"] = str(int(getattr(settings, entry["retention_days_setting"])) * 86_400_000)
         specs.append(TopicSpec(name=name, partitions=settings.topic_partitions,
                                replication_factor=settings.topic_replication, purpose=entry.get("purpose", ""),
-                               config={k: str(v) for k, v in entry.get("config", {}).items()}))
+                               config=config))
     return specs
 
 

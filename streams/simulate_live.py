@@ -60,21 +60,19 @@ def publish_live(
     from_date: dt.date | None = None,
     to_date: dt.date | None = None,
     pace_seconds_per_day: float | None = None,
+    topic: str,
     bootstrap: list[str] | None = None,
-    topic: str | None = None,
     producer: Producer | None = None,
     on_day: Callable[[dt.date, int], None] | None = None,
     sleep: Callable[[float], None] = time.sleep,
 ) -> LiveCounts:
     """Publish the marks of school days in [from_date, to_date] (either bound optional), as
     fast as possible or spreading each day over `pace_seconds_per_day`. Flushes at the end."""
-    from streams.settings import get_settings
-
-    settings = get_settings()
-    topic = topic or settings.topic_marks
     own_producer = producer is None
     if producer is None:
-        producer = kafka_producer(bootstrap or settings.bootstrap_list)
+        if not bootstrap:
+            raise ValueError("publish_live needs a producer or the bootstrap servers")
+        producer = kafka_producer(bootstrap)
 
     simulation = Simulation(config)
     days = marks = amendments = 0

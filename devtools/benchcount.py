@@ -1,6 +1,6 @@
 """A Faust agent that only counts: the framework's ceiling, for `reconnect bench`.
 
-Run as `python -m streams.benchcount worker`; configured by BENCH_* environment variables.
+Run as `python -m devtools.benchcount worker`; configured by BENCH_* environment variables.
 It is a separate app (its own consumer group), so it never touches the real one.
 """
 

@@ -23,8 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ops.broker import EmbeddedBroker, free_port
-from ops.harness import REPO, WorkerProcess, create_topics, isolated_env, metric_sum
+from devtools.broker import EmbeddedBroker, free_port
+from devtools.harness import REPO, WorkerProcess, create_topics, isolated_env, metric_sum
 from streams.settings import Settings
 
 
@@ -46,7 +46,7 @@ class Figure:
 def _marks(count: int, seed: int = 5) -> list[tuple[bytes, bytes]]:
     """`count` register marks of a simulated cohort, in register order, as Kafka key/value pairs."""
     from models.simulator.generate import Simulation, SimulationConfig
-    from models.simulator.live import encode_mark
+    from streams.simulate_live import encode_mark
     from models.simulator.output import MarkFormatter
 
     simulation = Simulation(SimulationConfig(schools=4, pupils_per_school=300, phase="mixed", seed=seed))
@@ -96,7 +96,7 @@ async def _bare_consume(bootstrap: str, topic: str, count: int) -> float:
 def _faust_count(bootstrap: str, topic: str, count: int) -> float:
     env = {**os.environ, "BENCH_BOOTSTRAP": bootstrap, "BENCH_TOPIC": topic, "BENCH_COUNT": str(count),
            "BENCH_APP_ID": f"bench-count-{time.time_ns()}", "BENCH_WEB_PORT": str(free_port())}
-    run = subprocess.run([sys.executable, "-m", "streams.benchcount", "worker", "-l", "warn"], cwd=REPO, env=env,
+    run = subprocess.run([sys.executable, "-m", "devtools.benchcount", "worker", "-l", "warn"], cwd=REPO, env=env,
                          capture_output=True, text=True, timeout=900)
     for line in (run.stdout + run.stderr).splitlines():
         if "BENCH_RESULT" in line:

@@ -19,10 +19,10 @@ from pathlib import Path
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
-from ops.broker import free_port
-from ops.topics import ensure_topics
+from devtools.broker import free_port
 from streams.settings import REPO_ROOT as REPO
 from streams.settings import Settings
+from streams.topic_admin import ensure_topics
 
 
 def isolated_env(bootstrap: str, tag: str, **extra: str) -> dict[str, str]:
@@ -41,13 +41,14 @@ def isolated_env(bootstrap: str, tag: str, **extra: str) -> dict[str, str]:
 
 
 def settings_for(env: dict[str, str]) -> Settings:
-    saved = dict(os.environ)
-    try:
-        os.environ.update(env)
-        return Settings()
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
+    """The settings a child process started with `env` would build (the parent's environment untouched)."""
+    fields = {}
+    for name, value in env.items():
+        if name == "KAFKA_BOOTSTRAP_SERVERS":
+            fields["kafka_bootstrap_servers"] = value
+        elif name.startswith("RECONNECT_"):
+            fields[name.removeprefix("RECONNECT_").lower()] = value
+    return Settings(**fields)
 
 
 def create_topics(env: dict[str, str]) -> Settings:

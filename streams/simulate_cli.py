@@ -95,9 +95,10 @@ def _run_live(
     pace: float | None,
     progress: bool,
 ) -> None:
-    from models.simulator.live import publish_live
+    from streams.settings import load_settings
+    from streams.simulate_live import publish_live
 
-    servers = [s.strip() for s in bootstrap.split(",") if s.strip()] if bootstrap else None
+    settings = load_settings(kafka_bootstrap_servers=bootstrap)
     show = progress and err.is_terminal
 
     def on_day(day: dt.date, count: int) -> None:
@@ -105,7 +106,8 @@ def _run_live(
             err.print(f"  {day.isoformat()}: {count:,} marks")
 
     counts = publish_live(
-        config, from_date=from_date, to_date=to_date, pace_seconds_per_day=pace, bootstrap=servers, on_day=on_day
+        config, from_date=from_date, to_date=to_date, pace_seconds_per_day=pace, topic=settings.topic_marks,
+        bootstrap=settings.bootstrap_list, on_day=on_day,
     )
     err.print(
         f"published {counts.marks:,} marks ({counts.amendments:,} amendments) over {counts.days} school days "

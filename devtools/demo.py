@@ -8,7 +8,6 @@ printing each intervention as it arrives. Stops everything on Ctrl-C or at the e
 from __future__ import annotations
 
 import datetime as dt
-import os
 import shutil
 import subprocess
 import sys
@@ -18,8 +17,8 @@ from collections import Counter
 
 from rich.console import Console
 
-from ops.broker import EmbeddedBroker
-from ops.harness import WorkerProcess
+from devtools.broker import EmbeddedBroker
+from devtools.harness import WorkerProcess
 from streams.settings import REPO_ROOT, Settings
 
 console = Console(highlight=False)
@@ -88,8 +87,8 @@ class InterventionPrinter(threading.Thread):
 
 def run_demo(*, schools: int, pupils_per_school: int, seed: int, pace: float) -> int:
     from models.simulator.generate import SimulationConfig
-    from models.simulator.live import publish_live
-    from ops.topics import ensure_topics
+    from streams.simulate_live import publish_live
+    from streams.topic_admin import ensure_topics
 
     shutil.rmtree(DEMO_DIR, ignore_errors=True)
     DEMO_DIR.mkdir(parents=True)
@@ -99,13 +98,13 @@ def run_demo(*, schools: int, pupils_per_school: int, seed: int, pace: float) ->
     try:
         with console.status("Starting the embedded broker..."):
             broker.start()
-        os.environ["KAFKA_BOOTSTRAP_SERVERS"] = broker.bootstrap
-        settings = Settings()
+        settings = Settings(kafka_bootstrap_servers=broker.bootstrap, broker_profile="embedded")
         console.print(f"[bold]Broker[/] embedded (tansu) on {broker.bootstrap}")
         _ensure_model(settings)
         for name, status in ensure_topics(settings).items():
             console.print(f"[bold]Topic[/] {name}: {status}")
-        worker = WorkerProcess({"KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap}, DEMO_DIR).start()
+        worker = WorkerProcess({"KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap, "RECONNECT_BROKER_PROFILE": "embedded"},
+                               DEMO_DIR).start()
         with console.status("Starting the worker (joining the consumer group)..."):
             worker.wait_ready(timeout=READY_TIMEOUT_S)
         console.print(f"[bold]Worker[/] ready. Metrics: {worker.url}/metrics "

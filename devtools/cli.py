@@ -1,0 +1,69 @@
+"""`reconnect-dev`: the demo, the benchmarks and the embedded broker. Development only."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from streams.settings import REPO_ROOT
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def cli() -> None:
+    """Reconnect development tools: the demo, the benchmarks, the embedded broker."""
+
+
+@cli.command()
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=REPO_ROOT / "BENCHMARKS.md",
+              show_default=True)
+@click.option("--marks", default=60_000, show_default=True, help="Marks for the throughput runs.")
+@click.option("--burst-pupils", default=50_000, show_default=True, help="Pupils in the registration burst.")
+@click.option("--burst-seconds", default=120.0, show_default=True,
+              help="Seconds over which the burst is published (a trust marks within about 10 minutes).")
+@click.option("--replay-pupils", default=2_000, show_default=True, help="Pupils in the full-year replay.")
+@click.option("--no-profile", is_flag=True, help="Skip the py-spy profile of the worker.")
+def bench(out: Path, marks: int, burst_pupils: int, burst_seconds: float, replay_pupils: int, no_profile: bool) -> None:
+    """Measure throughput against the transport and framework ceilings, latency, memory and cost."""
+    from devtools.bench import run_bench
+
+    click.echo(run_bench(out, marks=marks, burst_pupils=burst_pupils, burst_seconds=burst_seconds,
+                         replay_pupils=replay_pupils, profile=not no_profile, echo=click.echo))
+    click.echo(f"wrote {out}")
+
+
+@cli.command()
+@click.option("--port", type=int, default=None, help="Port on 127.0.0.1 (default: a free one).")
+def broker(port: int | None) -> None:
+    """Run the embedded Kafka-compatible broker (tansu, in memory) until Ctrl-C. Dev and tests only."""
+    from devtools.broker import EmbeddedBroker
+
+    with EmbeddedBroker(port=port) as embedded:
+        click.echo(f"Embedded broker on {embedded.bootstrap}; export KAFKA_BOOTSTRAP_SERVERS={embedded.bootstrap}")
+        try:
+            while embedded.process and embedded.process.poll() is None:
+                time.sleep(0.5)
+        except KeyboardInterrupt:
+            pass
+
+
+@cli.command()
+@click.option("--schools", default=2, show_default=True)
+@click.option("--pupils-per-school", default=150, show_default=True)
+@click.option("--seed", default=11, show_default=True)
+@click.option("--pace", default=1.5, show_default=True, help="Seconds per school day of the live week.")
+def demo(schools: int, pupils_per_school: int, seed: int, pace: float) -> None:
+    """Embedded broker, a worker and a simulated school week: watch interventions arrive."""
+    from devtools.demo import run_demo
+
+    sys.exit(run_demo(schools=schools, pupils_per_school=pupils_per_school, seed=seed, pace=pace))
+
+
+def main() -> None:
+    cli()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""The `reconnect` subcommands, one module per area; streams/cli.py puts them together."""
