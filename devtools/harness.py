@@ -25,6 +25,21 @@ from streams.settings import Settings
 from streams.topic_admin import ensure_topics
 
 
+def wait_until(predicate, *, timeout: float = 60.0, interval: float = 0.1, what: str = "the condition"):
+    """Poll `predicate` until it returns something truthy, and return that; fail after `timeout`.
+
+    The one way tests and tools wait for another process: never a fixed sleep before an assertion.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(interval)
+
+
 def isolated_env(bootstrap: str, tag: str, **extra: str) -> dict[str, str]:
     """Environment for one test's own app id and topics, so tests never see each other's data."""
     env = {

@@ -37,6 +37,17 @@ class BatchResult:
     scored: int = 0
     scoring_seconds: float = 0.0
 
+    def merge(self, other: BatchResult, offset: int) -> None:
+        """Add the result of a sub-batch whose first mark was at `offset` in this batch."""
+        self.events.extend(other.events)
+        self.event_marks.extend(index + offset for index in other.event_marks)
+        self.rejected.extend((index + offset, rejection) for index, rejection in other.rejected)
+        for outcome, count in other.outcomes.items():
+            self.outcomes[outcome] += count
+        self.touched.update(other.touched)
+        self.scored += other.scored
+        self.scoring_seconds += other.scoring_seconds
+
 
 @dataclass(slots=True)
 class _Pending:

@@ -50,7 +50,7 @@ from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_s
 
 from models.artifact import RiskModel
 from models.dataset import DayEndRecorder, TrainingSet, split_by_day
-from models.engine import DecisionEngine
+from models.engine import BatchResult, DecisionEngine
 from models.features import FEATURE_NAMES
 from models.policy import PolicyConfig, PolicyState, decide, explained_runs
 from models.replay import replay_file
@@ -270,7 +270,7 @@ class ObservedEngine:
 
     def process(self, marks: Sequence[RegisterMark], states: MutableMapping[str, PupilState]):
         self.states = states
-        merged = None
+        merged = BatchResult()
         offset = 0
         for piece in split_by_day(marks):
             self.recorder.before(piece[0], states)
@@ -279,19 +279,9 @@ class ObservedEngine:
             for i, mark in enumerate(piece):
                 if i not in rejected:
                     self.recorder.after(mark)
-            if merged is None:
-                merged = result
-            else:
-                merged.events.extend(result.events)
-                merged.event_marks.extend(i + offset for i in result.event_marks)
-                merged.rejected.extend((i + offset, r) for i, r in result.rejected)
-                for outcome, count in result.outcomes.items():
-                    merged.outcomes[outcome] = merged.outcomes.get(outcome, 0) + count
-                merged.touched.update(result.touched)
-                merged.scored += result.scored
-                merged.scoring_seconds += result.scoring_seconds
+            merged.merge(result, offset)
             offset += len(piece)
-        return merged if merged is not None else self.engine.process(marks, states)
+        return merged
 
 
 # -- the report --------------------------------------------------------------------------

@@ -29,6 +29,7 @@ from zoneinfo import ZoneInfo
 from schemas.codes import CODES
 from schemas.marks import RegisterMark
 from schemas.outcomes import OUTCOME_ACTION_TEXT, OutcomeAction, OutcomeEvent
+from schemas.recording import recording_stamp, supersedes
 
 DEFAULT_WINDOW_DAYS = 20  # four school weeks
 SCHOOL_TZ = ZoneInfo("Europe/London")
@@ -170,7 +171,8 @@ def outcome_windows(outcomes: Iterable[OutcomeEvent], marks: Iterable[RegisterMa
                     days: int = DEFAULT_WINDOW_DAYS, tz: dt.tzinfo = SCHOOL_TZ) -> tuple[list[OutcomeWindows], int]:
     """Each distinct outcome (by outcome_id) with its before/after windows; also the duplicate count.
 
-    Marks are reduced as the stream does: for a (pupil, date, session), the latest recorded_at wins.
+    Marks are reduced as the stream does: for a (pupil, date, session), the latest recording wins
+    (schemas.recording).
     """
     if days < 1:
         raise ValueError("days must be at least 1")
@@ -189,7 +191,8 @@ def outcome_windows(outcomes: Iterable[OutcomeEvent], marks: Iterable[RegisterMa
         sessions = latest.setdefault(mark.pupil_id, {})
         key = (mark.date, mark.session.value)
         held = sessions.get(key)
-        if held is None or mark.recorded_at >= held.recorded_at:
+        if held is None or supersedes(recording_stamp(mark.recorded_at), CODES[mark.code].index,
+                                      recording_stamp(held.recorded_at), CODES[held.code].index):
             sessions[key] = mark
     pupils = {pupil: _PupilDays(sessions) for pupil, sessions in latest.items()}
     empty = _PupilDays({})

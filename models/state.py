@@ -3,7 +3,7 @@
 Recent sessions are kept mark by mark in a sliding window of calendar days, keyed by
 (date, session). A duplicate, a redelivery or an amended mark (N re-coded to I at noon)
 replaces the slot rather than adding to it: of all recordings of one session the latest
-`recorded_at` wins (ties broken by code), so the result is the same in any order.
+`recorded_at` wins (schemas.recording), so the result is the same in any order.
 Sessions that slide out of the window are folded into year-to-date totals.
 
 Memory matters (tens of thousands of pupils per worker): one byte of code and four bytes of
@@ -20,9 +20,8 @@ from enum import StrEnum
 from models.policy import PolicyState
 from schemas.codes import BY_INDEX, CODES
 from schemas.marks import RegisterMark, Session
+from schemas.recording import recording_stamp, supersedes
 
-RECORDING_EPOCH = dt.datetime(2000, 1, 1, tzinfo=dt.timezone.utc)
-MAX_STAMP = 2**32 - 1
 FORMAT_VERSION = 2  # 2: policy state holds the support-plan flag and the alert's pattern
 _HEADER = struct.Struct("<BHiiIIH")  # version, window_days, origin, year, folded possible, folded attended, len(school)
 
@@ -50,11 +49,6 @@ def academic_year(ordinal: int) -> int:
     """The academic year (1 August to 31 July) a day belongs to, named by its first calendar year."""
     day = dt.date.fromordinal(ordinal)
     return day.year if day.month >= 8 else day.year - 1
-
-
-def recording_stamp(recorded_at: dt.datetime) -> int:
-    seconds = int((recorded_at - RECORDING_EPOCH).total_seconds())
-    return min(max(seconds, 1), MAX_STAMP)
 
 
 class PupilState:
@@ -128,7 +122,7 @@ class PupilState:
         if held == 0:
             self.codes[slot], self.stamps[slot] = code, stamp
             return ApplyOutcome.NEW
-        if (stamp, code) <= (held_stamp, held):
+        if not supersedes(stamp, code, held_stamp, held):
             return ApplyOutcome.DUPLICATE if code == held else ApplyOutcome.SUPERSEDED
         self.codes[slot], self.stamps[slot] = code, stamp
         return ApplyOutcome.DUPLICATE if code == held else ApplyOutcome.AMENDED

@@ -35,15 +35,21 @@ class DeadLetter(BaseModel):
     dead_lettered_at: dt.datetime
 
 
-def dead_letter(rejection: MarkRejected, raw: bytes | str, *, stage: str, **where: object) -> DeadLetter:
-    data = raw.encode("utf-8", "surrogateescape") if isinstance(raw, str) else raw
+def encode_raw(raw: bytes | str) -> dict[str, object]:
+    """The one encoding of a raw payload kept in any dead letter (marks or webhook): the first
+    MAX_RAW_KEPT bytes as UTF-8 text, or base64 when they are not text, with its size and hash."""
+    data = raw.encode("utf-8", "surrogateescape") if isinstance(raw, str) else bytes(raw)
     kept = data[:MAX_RAW_KEPT]
     try:
         text, encoding = kept.decode("utf-8"), "utf-8"
     except UnicodeDecodeError:
         text, encoding = base64.b64encode(kept).decode("ascii"), "base64"
+    return {"raw": text, "raw_encoding": encoding, "raw_bytes": len(data),
+            "raw_sha256": hashlib.sha256(data).hexdigest(), "truncated": len(data) > MAX_RAW_KEPT}
+
+
+def dead_letter(rejection: MarkRejected, raw: bytes | str, *, stage: str, **where: object) -> DeadLetter:
     return DeadLetter(
-        reason=rejection.reason.value, detail=rejection.detail, stage=stage, raw=text, raw_encoding=encoding,
-        raw_bytes=len(data), raw_sha256=hashlib.sha256(data).hexdigest(), truncated=len(data) > MAX_RAW_KEPT,
+        reason=rejection.reason.value, detail=rejection.detail, stage=stage, **encode_raw(raw),
         dead_lettered_at=dt.datetime.now(dt.timezone.utc), **where,
     )

@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
+from dataclasses import dataclass
 from enum import StrEnum
 from functools import lru_cache
 from typing import Any
@@ -23,6 +24,12 @@ ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,64}")
 # Before this no school register could be in a live export; dates earlier are typos (e.g. 0225-09-01).
 EARLIEST_DATE = dt.date(2000, 1, 1)
 DEFAULT_MAX_FUTURE_DAYS = 31
+DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024
+DEFAULT_MAX_JSON_DEPTH = 8
+DEFAULT_RECORDED_AT_MAX_SKEW = dt.timedelta(minutes=15)
+# Names are not pseudonyms: a pseudonym is letters and digits with '-' or '_' and at least one
+# digit (a trust's pseudonymisation of UPNs always has some), so "Jane-Smith" is refused.
+DEFAULT_PUPIL_ID_PATTERN = r"(?=[A-Za-z0-9_-]*[0-9])[A-Za-z0-9_-]{1,64}"
 
 
 class Session(StrEnum):
@@ -50,6 +57,20 @@ class RejectReason(StrEnum):
     INVALID_RECORDED_AT = "invalid_recorded_at"
     OUTSIDE_STATE_WINDOW = "outside_state_window"
     INVALID_FIELD = "invalid_field"
+    INTERNAL_ERROR = "internal_error"  # a defect met while handling this record: kept, never lost
+
+
+@dataclass(frozen=True, slots=True)
+class MarkLimits:
+    """What a mark may be beyond its types: the bounds that turn hostile input into an ordinary
+    rejection with a precise reason. Built once from the settings and passed to the parsers."""
+
+    max_future_days: int | None = DEFAULT_MAX_FUTURE_DAYS  # None: no limit on dates ahead
+    max_message_bytes: int | None = DEFAULT_MAX_MESSAGE_BYTES
+    max_json_depth: int = DEFAULT_MAX_JSON_DEPTH
+    recorded_at_max_skew: dt.timedelta = DEFAULT_RECORDED_AT_MAX_SKEW  # how far past "now" a recording may be
+    recorded_at_floor: dt.date = EARLIEST_DATE
+    pupil_id_pattern: str = DEFAULT_PUPIL_ID_PATTERN
 
 
 class MarkRejected(ValueError):

@@ -15,13 +15,10 @@ from pathlib import Path
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from schemas import marks as mark_contract
 from schemas import topics
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-# Names are not pseudonyms: a school-issued pseudonym is letters and digits with '-' or '_',
-# and contains at least one digit (a trust's pseudonymisation of UPNs always does), so
-# "Jane-Smith" or "jsmith" is refused. Override with RECONNECT_PUPIL_ID_PATTERN.
-DEFAULT_PUPIL_ID_PATTERN = r"(?=[A-Za-z0-9_-]*[0-9])[A-Za-z0-9_-]{1,64}"
 
 
 class BrokerProfile(StrEnum):
@@ -101,17 +98,23 @@ class Settings(BaseSettings):
         "against the consumer thread on small machines; micro-batches make it cheap anyway.")
 
     # -- what a mark may be ----------------------------------------------------------------
-    max_message_bytes: int = Field(64 * 1024, ge=256, description="Larger mark messages are dead-lettered.")
-    max_json_depth: int = Field(8, ge=2, le=64, description="Deeper JSON nesting is dead-lettered unparsed.")
+    max_message_bytes: int = Field(
+        mark_contract.DEFAULT_MAX_MESSAGE_BYTES, ge=256, description="Larger mark messages are dead-lettered.")
+    max_json_depth: int = Field(
+        mark_contract.DEFAULT_MAX_JSON_DEPTH, ge=2, le=64, description="Deeper JSON nesting is dead-lettered unparsed.")
     max_future_days: int | None = Field(
-        31, ge=0, description="Marks dated further ahead than this are rejected (leave may be entered a month "
-        "ahead). None: no limit.")
+        mark_contract.DEFAULT_MAX_FUTURE_DAYS, ge=0,
+        description="Marks dated further ahead than this are rejected (leave may be entered a month ahead). "
+        "None: no limit.")
     recorded_at_max_skew_s: float = Field(
-        900.0, ge=0, description="How far past now a recorded_at may be (clock skew between MIS and us).")
+        mark_contract.DEFAULT_RECORDED_AT_MAX_SKEW.total_seconds(), ge=0,
+        description="How far past now a recorded_at may be (clock skew between an MIS and us).")
     recorded_at_floor: dt.date = Field(
-        dt.date(2000, 1, 1), description="Earliest plausible recorded_at; earlier ones are rejected.")
+        mark_contract.EARLIEST_DATE, description="Earliest plausible recorded_at; earlier ones are rejected.")
     pupil_id_pattern: str = Field(
-        DEFAULT_PUPIL_ID_PATTERN, description="Regular expression a pupil id must match in full (a pseudonym).")
+        mark_contract.DEFAULT_PUPIL_ID_PATTERN,
+        description="Regular expression a pupil id must match in full (a pseudonym; see the README for what it "
+        "does and does not catch).")
     state_window_days: int = Field(
         126, ge=42, le=366,
         description="Calendar days of sessions kept mark by mark; older sessions are folded into year-to-date totals.",
@@ -157,6 +160,13 @@ class Settings(BaseSettings):
     @property
     def bootstrap_list(self) -> list[str]:
         return [server.strip() for server in self.kafka_bootstrap_servers.split(",") if server.strip()]
+
+    def mark_limits(self) -> mark_contract.MarkLimits:
+        return mark_contract.MarkLimits(
+            max_future_days=self.max_future_days, max_message_bytes=self.max_message_bytes,
+            max_json_depth=self.max_json_depth, recorded_at_max_skew=dt.timedelta(seconds=self.recorded_at_max_skew_s),
+            recorded_at_floor=self.recorded_at_floor, pupil_id_pattern=self.pupil_id_pattern,
+        )
 
     def api_token_value(self) -> str | None:
         """The configured API token, from its file first; None when there is none."""

@@ -57,6 +57,14 @@ def present_days():
 
 
 @pytest.fixture(scope="session")
+def wait_until():
+    """Poll a predicate until it holds (devtools.harness.wait_until): the only way tests wait."""
+    from devtools.harness import wait_until as poll
+
+    return poll
+
+
+@pytest.fixture(scope="session")
 def broker(tmp_path_factory):
     from devtools.broker import EmbeddedBroker
 
