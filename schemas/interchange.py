@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from schemas.marks import DEFAULT_MAX_FUTURE_DAYS, MarkRejected, RegisterMark, RejectReason, parse_mark
+from schemas.marks import DEFAULT_MAX_FUTURE_DAYS, MarkLimits, MarkRejected, RegisterMark, RejectReason, parse_mark
 
 REQUIRED_COLUMNS = ("school_id", "pupil_id", "date", "session", "code")
 OPTIONAL_COLUMNS = ("recorded_at",)
@@ -31,7 +31,7 @@ class CsvRow:
 
 
 def read_marks(path: Path, *, today: dt.date | None = None, max_future_days: int = DEFAULT_MAX_FUTURE_DAYS,
-               recorded_at_default: dt.datetime | None = None) -> Iterator[CsvRow]:
+               recorded_at_default: dt.datetime | None = None, limits: MarkLimits | None = None) -> Iterator[CsvRow]:
     """Every data row of an interchange CSV, validated, in file order.
 
     Rows without `recorded_at` get `recorded_at_default` (the time of the import), so a file's
@@ -64,6 +64,6 @@ def read_marks(path: Path, *, today: dt.date | None = None, max_future_days: int
             if not has_recorded_at or not row.get("recorded_at", "").strip():
                 row["recorded_at"] = fallback
             try:
-                yield CsvRow(line, raw, parse_mark(row, today=today, max_future_days=max_future_days), None)
+                yield CsvRow(line, raw, parse_mark(row, today=today, max_future_days=max_future_days, limits=limits), None)
             except MarkRejected as rejection:
                 yield CsvRow(line, raw, None, rejection)

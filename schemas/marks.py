@@ -307,13 +307,16 @@ _FIELDS = ("school_id", "pupil_id", "date", "session", "code", "recorded_at")
 
 
 def parse_mark(
-    data: dict[str, Any], *, today: dt.date | None = None, max_future_days: int = DEFAULT_MAX_FUTURE_DAYS
+    data: dict[str, Any], *, today: dt.date | None = None, max_future_days: int = DEFAULT_MAX_FUTURE_DAYS,
+    limits: MarkLimits | None = None, now: dt.datetime | None = None,
 ) -> RegisterMark:
     """Validate a mark from a mapping (a CSV row or decoded JSON); raises MarkRejected.
 
     The hot path of ingest, replay and the worker: the same checks as RegisterMark's
     validators, called directly, then a construct without re-validation.
     """
+    if limits is not None:
+        max_future_days = limits.max_future_days if limits.max_future_days is not None else 10**6
     if not isinstance(data, dict):
         raise MarkRejected(RejectReason.INVALID_JSON, f"a mark must be a JSON object, not {type(data).__name__}")
     for name in _FIELDS:
@@ -348,9 +351,11 @@ def parse_mark(
 
 def parse_mark_json(
     payload: bytes, *, today: dt.date | None = None, max_future_days: int = DEFAULT_MAX_FUTURE_DAYS,
-    max_bytes: int | None = None,
+    max_bytes: int | None = None, limits: MarkLimits | None = None, now: dt.datetime | None = None,
 ) -> RegisterMark:
     """Validate a mark from a topic message; raises MarkRejected for anything unusable."""
+    if limits is not None:
+        max_bytes = limits.max_message_bytes
     if max_bytes is not None and len(payload) > max_bytes:
         raise MarkRejected(RejectReason.PAYLOAD_TOO_LARGE, f"message is {len(payload)} bytes; the limit is {max_bytes}")
     try:
@@ -361,4 +366,4 @@ def parse_mark_json(
         data = json.loads(text)
     except ValueError as exc:
         raise MarkRejected(RejectReason.INVALID_JSON, f"message is not JSON: {exc}") from None
-    return parse_mark(data, today=today, max_future_days=max_future_days)
+    return parse_mark(data, today=today, max_future_days=max_future_days, limits=limits, now=now)
