@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -88,9 +89,13 @@ def metric_sum(values: dict[str, float], name: str) -> float:
 
 @dataclass
 class WorkerProcess:
+    """A real `reconnect worker` in its own process group, on the embedded-broker profile, with
+    its own web port and a fresh API token that `get`/`post` send."""
+
     env: dict[str, str]
     workdir: Path
     web_port: int = field(default_factory=free_port)
+    api_token: str = field(default_factory=lambda: secrets.token_urlsafe(24))
     process: subprocess.Popen | None = None
 
     @property
@@ -98,7 +103,8 @@ class WorkerProcess:
         return f"http://127.0.0.1:{self.web_port}"
 
     def start(self) -> WorkerProcess:
-        env = {**os.environ, **self.env, "RECONNECT_WEB_PORT": str(self.web_port),
+        env = {**os.environ, "RECONNECT_BROKER_PROFILE": "embedded", **self.env,
+               "RECONNECT_WEB_PORT": str(self.web_port), "RECONNECT_API_TOKEN": self.api_token,
                "RECONNECT_DATA_DIR": str(self.workdir / f"faust-{self.web_port}"),
                "RECONNECT_METRICS_INTERVAL_S": "1"}
         self.log_path = self.workdir / f"worker-{self.web_port}.log"
@@ -108,12 +114,28 @@ class WorkerProcess:
         )
         return self
 
-    def get(self, path: str) -> tuple[int, str]:
+    def request(self, method: str, path: str, body: bytes | None = None, *, token: str | None = "",
+                content_type: str | None = "application/json") -> tuple[int, str]:
+        """An HTTP request to the worker; `token` "" means this worker's own, None means none."""
+        headers = {}
+        token = self.api_token if token == "" else token
+        if token is not None:
+            headers["Authorization"] = f"Bearer {token}"
+        if body is not None and content_type is not None:
+            headers["Content-Type"] = content_type
+        request = urllib.request.Request(self.url + path, data=body, headers=headers, method=method)
         try:
-            with urllib.request.urlopen(self.url + path, timeout=30) as response:
+            with urllib.request.urlopen(request, timeout=30) as response:
                 return response.status, response.read().decode()
         except urllib.error.HTTPError as error:
             return error.code, error.read().decode()
+
+    def get(self, path: str, *, token: str | None = "") -> tuple[int, str]:
+        return self.request("GET", path, token=token)
+
+    def post(self, path: str, body: bytes, *, token: str | None = "",
+             content_type: str | None = "application/json") -> tuple[int, str]:
+        return self.request("POST", path, body, token=token, content_type=content_type)
 
     def wait_ready(self, timeout: float = 120) -> None:
         deadline = time.monotonic() + timeout

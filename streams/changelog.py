@@ -19,6 +19,7 @@ from collections.abc import Iterable, Mapping
 
 from aiokafka import AIOKafkaProducer
 
+from streams.clients import ProducerRole, aiokafka_producer
 from streams.settings import Settings
 
 
@@ -29,10 +30,8 @@ class ChangelogWriter:
         self.producer: AIOKafkaProducer | None = None
 
     async def start(self) -> None:
-        self.producer = AIOKafkaProducer(
-            bootstrap_servers=self.settings.bootstrap_list, client_id=f"{self.settings.app_id}-changelog",
-            acks="all", linger_ms=0, max_batch_size=1024 * 1024, request_timeout_ms=30_000,
-        )
+        # Batches are built here, one per partition and micro-batch: nothing to linger for.
+        self.producer = aiokafka_producer(self.settings, ProducerRole.RECORDS, linger_ms=0)
         await self.producer.start()
 
     async def stop(self) -> None:

@@ -86,8 +86,8 @@ def aiokafka_producer(settings: Settings, role: ProducerRole, **overrides: Any):
     from aiokafka import AIOKafkaProducer
 
     options = producer_options(settings, role)
-    return AIOKafkaProducer(
-        bootstrap_servers=options["bootstrap_servers"], client_id=options["client_id"], acks=options["acks"],
-        linger_ms=options["linger_ms"], max_batch_size=settings.producer_max_batch_bytes,
-        max_request_size=MAX_REQUEST_BYTES, request_timeout_ms=options["request_timeout_ms"], **overrides,
-    )
+    return AIOKafkaProducer(**{
+        "bootstrap_servers": options["bootstrap_servers"], "client_id": options["client_id"],
+        "acks": options["acks"], "linger_ms": options["linger_ms"], "max_batch_size": settings.producer_max_batch_bytes,
+        "max_request_size": MAX_REQUEST_BYTES, "request_timeout_ms": options["request_timeout_ms"], **overrides,
+    })

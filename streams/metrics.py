@@ -89,5 +89,11 @@ class WorkerMetrics:
             "reconnect_model_loaded_timestamp_seconds", "Unix time the current model was loaded.", registry=registry,
         )
         self.model_reloads = Counter(
-            "reconnect_model_reloads_total", "Model reload attempts, by result.", ["result"], registry=registry,
+            "reconnect_model_reloads_total", "Model load attempts, by result (loaded, refused).", ["result"],
+            registry=registry,
+        )
+        self.model_refused = Gauge(
+            "reconnect_model_refused",
+            "1 when the model file on disk was refused (untrusted, corrupt or incompatible); it is not tried "
+            "again until it changes, and the loaded model, if any, keeps scoring.", registry=registry,
         )

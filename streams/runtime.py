@@ -1,7 +1,9 @@
-"""What the running worker holds besides its tables: the loaded model and the metrics.
+"""What the running worker holds besides its table: the loaded model and the metrics.
 
-The model can be replaced without a restart: the artifact file is watched, and a new one
-is loaded, checked and swapped in between micro-batches. A bad file keeps the old model.
+The model can be replaced without a restart: the artifact file is watched, and a new one is
+loaded, checked (streams.artifact's trusted types, versions, features) and swapped in between
+micro-batches. A file that fails is refused once, reported on /model and in a metric, and not
+tried again until it changes; the model already loaded keeps scoring.
 """
 
 from __future__ import annotations
@@ -18,14 +20,25 @@ from streams.settings import Settings
 
 log = logging.getLogger(__name__)
 
+FileStamp = tuple[int, int, int]  # (inode, size, mtime in ns): changes whenever the file is replaced
+
+
+def file_stamp(path: Path) -> FileStamp | None:
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return (stat.st_ino, stat.st_size, stat.st_mtime_ns)
+
 
 @dataclass
 class Runtime:
     settings: Settings
     metrics: WorkerMetrics = field(default_factory=WorkerMetrics)
     engine: DecisionEngine | None = None
-    model_mtime: float = 0.0
-    model_error: str | None = None
+    loaded_stamp: FileStamp | None = None
+    refused_stamp: FileStamp | None = None
+    model_error: str | None = None  # why the file on disk was refused (None: it is the loaded model)
 
     @property
     def model(self) -> RiskModel | None:
@@ -34,31 +47,37 @@ class Runtime:
     def load(self, path: Path | None = None) -> bool:
         """Load (or reload) the model; True when a new model is now in use."""
         path = Path(path or self.settings.model_path)
+        stamp = file_stamp(path)
         try:
             model = load_model(path)  # says how to get a model when there is none
-            mtime = path.stat().st_mtime
-        except Exception as exc:  # noqa: BLE001 - a half-copied or foreign file must not stop the worker
-            if not isinstance(exc, (OSError, ModelCompatibilityError)):
-                exc = ModelCompatibilityError(f"{path} could not be read as a model artifact: {exc!r}")
-            self.model_error = str(exc)
-            self.metrics.model_reloads.labels(result="failed").inc()
-            log.error("Model not loaded from %s: %s", path, exc)
-            if self.engine is None:
-                self.metrics.model_loaded.set(0)
+        except ModelCompatibilityError as exc:
+            self._refuse(path, stamp, str(exc))
+            return False
+        except Exception as exc:  # noqa: BLE001 - whatever is wrong with the file, the worker goes on
+            self._refuse(path, stamp, f"{path} could not be read as a model artifact ({type(exc).__name__})")
             return False
         self.engine = DecisionEngine(model, window_days=self.settings.state_window_days)
-        self.model_mtime, self.model_error = mtime, None
+        self.loaded_stamp, self.refused_stamp, self.model_error = stamp, None, None
         self.metrics.model_info.info({"version": model.version, "sklearn_version": model.sklearn_version,
                                       "estimator": type(model.pipeline[-1]).__name__})
         self.metrics.model_loaded.set(1)
+        self.metrics.model_refused.set(0)
         self.metrics.model_loaded_timestamp.set(time.time())
         self.metrics.model_reloads.labels(result="loaded").inc()
         log.info("Model %s loaded from %s", model.version, path)
         return True
 
+    def _refuse(self, path: Path, stamp: FileStamp | None, reason: str) -> None:
+        self.refused_stamp, self.model_error = stamp, reason
+        self.metrics.model_reloads.labels(result="refused").inc()
+        self.metrics.model_refused.set(1)
+        if self.engine is None:
+            self.metrics.model_loaded.set(0)
+        log.error("Model file %s refused: %s", path, reason)
+
     def reload_if_changed(self) -> bool:
-        try:
-            mtime = Path(self.settings.model_path).stat().st_mtime
-        except OSError:
+        """Load the model file if it is neither the loaded one nor one already refused."""
+        stamp = file_stamp(Path(self.settings.model_path))
+        if stamp is None or stamp in (self.loaded_stamp, self.refused_stamp):
             return False
-        return mtime != self.model_mtime and self.load()
+        return self.load()

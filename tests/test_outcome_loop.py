@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import urllib.request
 import uuid
 
 import numpy as np
@@ -59,9 +58,8 @@ def test_same_pattern_is_held_back_while_a_plan_is_open_but_a_new_pattern_is_not
 
 @pytest.mark.broker
 @pytest.mark.slow
-def test_outcomes_and_model_reloads_reach_the_running_worker(broker, model_path, tmp_path):
-    env = isolated_env(broker.bootstrap, f"out{uuid.uuid4().hex[:6]}",
-                       RECONNECT_TOPIC_OUTCOMES=f"out{uuid.uuid4().hex[:6]}.outcomes")
+def test_outcomes_and_model_reloads_reach_the_running_worker(broker, model_path, tmp_path, wait_until):
+    env = isolated_env(broker.bootstrap, f"out{uuid.uuid4().hex[:6]}")
     settings = create_topics(env)
     worker = WorkerProcess(env, tmp_path).start()
     try:
@@ -71,41 +69,27 @@ def test_outcomes_and_model_reloads_reach_the_running_worker(broker, model_path,
         produce_raw(broker.bootstrap, settings.topic_marks, [(b"P-OUT-1", json.dumps(mark).encode())])
 
         def post(body: dict) -> tuple[int, dict]:
-            request = urllib.request.Request(worker.url + "/outcomes", data=json.dumps(body).encode(),
-                                             headers={"Content-Type": "application/json"}, method="POST")
-            try:
-                with urllib.request.urlopen(request, timeout=30) as response:
-                    return response.status, json.loads(response.read())
-            except urllib.error.HTTPError as error:
-                return error.code, json.loads(error.read())
+            status, text = worker.post("/outcomes", json.dumps(body).encode())
+            return status, json.loads(text)
 
-        import time
-        deadline = time.monotonic() + 60
-        while worker.state()["pupils"] < 1 and time.monotonic() < deadline:
-            time.sleep(0.3)
+        wait_until(lambda: worker.state()["pupils"] >= 1, what="the pupil's first mark")
         plan = {"pupil_id": "P-OUT-1", "school_id": "SCH1", "action": "support_plan_started",
                 "recorded_at": "2025-10-02T10:00:00Z", "recorded_by_role": "head_of_year"}
         status, body = post(plan)
         assert status == 202 and body["outcome_id"]
         assert post({**plan, "action": "fine_issued"})[0] == 422  # the vocabulary cannot express it
         assert post({**plan, "note": "spoke to jane.smith@example.org"})[0] == 422  # no identifiers in notes
-        while worker.state()["support_plans_open"] < 1 and time.monotonic() < deadline:
-            time.sleep(0.3)
-        assert worker.state()["support_plans_open"] == 1
+        wait_until(lambda: worker.state()["support_plans_open"] == 1, what="the plan to be applied")
         status, _ = post({**plan, "action": "support_plan_closed", "recorded_at": "2025-11-02T10:00:00Z"})
         assert status == 202
-        while worker.state()["support_plans_open"] > 0 and time.monotonic() < deadline:
-            time.sleep(0.3)
-        assert worker.state()["support_plans_open"] == 0
+        wait_until(lambda: worker.state()["support_plans_open"] == 0, what="the plan to be closed")
         values = worker.metrics()
         assert metric_sum(values, 'reconnect_outcomes_total{action="support_plan_started",result="applied"}') == 1
 
-        # A new model is taken without a restart (POST /model reloads the artifact now).
-        status, described = worker.get("/model")
-        version = json.loads(described)["version"]
-        request = urllib.request.Request(worker.url + "/model", data=b"", method="POST")
-        with urllib.request.urlopen(request, timeout=60) as response:
-            assert response.status == 200 and json.loads(response.read())["version"] == version
+        # A new model is taken without a restart (POST /model loads the artifact now).
+        version = json.loads(worker.get("/model")[1])["version"]
+        status, body = worker.post("/model", b"{}")
+        assert status == 200 and json.loads(body)["version"] == version
         values = worker.metrics()
         assert metric_sum(values, 'reconnect_model_reloads_total{result="loaded"}') == 2
         info = [key for key, value in values.items() if key.startswith("reconnect_model_info{") and value == 1]

@@ -12,17 +12,18 @@ from streams.settings import REPO_ROOT, load_settings
 @click.command()
 @bootstrap_option
 @click.option("--web-port", type=int, default=None, help="Port for /metrics, /livez, /readyz (default 6066).")
+@click.option("--web-bind", default=None, help="Interface to listen on (default 127.0.0.1; a container sets its own).")
 @click.option("--model", "model_path", type=click.Path(path_type=Path), default=None, help="Model artifact to load.")
 @click.option("--loglevel", default=None, help="Log level (default: $RECONNECT_LOG_LEVEL or info).")
-def worker(bootstrap: str | None, web_port: int | None, model_path: Path | None, loglevel: str | None) -> None:
+def worker(bootstrap: str | None, web_port: int | None, web_bind: str | None, model_path: Path | None,
+           loglevel: str | None) -> None:
     """Run the stream worker: marks in, per-pupil state, interventions out."""
-    settings = load_settings(kafka_bootstrap_servers=bootstrap, web_port=web_port, model_path=model_path,
-                             log_level=loglevel)
+    settings = load_settings(kafka_bootstrap_servers=bootstrap, web_port=web_port, web_bind=web_bind,
+                             model_path=model_path, log_level=loglevel)
     import logging
 
-    from faust.worker import Worker
-
     from streams.connect import BrokerUnavailableError, wait_for_kafka
+    from streams.launch import run_worker
 
     logging.basicConfig(level=logging.WARNING, format="[%(asctime)s] [%(levelname)s] %(message)s")
     logging.getLogger("kafka").setLevel(logging.CRITICAL)  # its connection errors are summarised above
@@ -31,18 +32,7 @@ def worker(bootstrap: str | None, web_port: int | None, model_path: Path | None,
     except BrokerUnavailableError as exc:
         raise click.ClickException(str(exc)) from None
     logging.getLogger("kafka").setLevel(logging.WARNING)
-
-    from threadpoolctl import threadpool_limits
-
-    threadpool_limits(limits=settings.scoring_threads)
-
-    from streams.app import app
-
-    app.finalize()
-    app.worker_init()
-    app.discover()
-    app.worker_init_post_autodiscover()
-    Worker(app, loglevel=settings.log_level).execute_from_commandline()
+    run_worker(settings)
 
 
 @click.command()
