@@ -72,7 +72,8 @@ def observe_marks(parts: WorkerParts, report: MarksReport, started: float) -> No
     metrics.last_mark_processed.set(now)
 
 
-def register(app: faust.App, parts: WorkerParts) -> None:
+def register(app: faust.App, parts: WorkerParts) -> dict[str, faust.types.AgentT]:
+    """Add the agents and timers to the app; returns the agents by topic role (for tests)."""
     settings, runtime = parts.settings, parts.runtime
     changelog = ChangelogWriter(settings, parts.table.changelog_topic.get_topic_name())
     publisher = FaustPublisher(parts, changelog)
@@ -92,7 +93,6 @@ def register(app: faust.App, parts: WorkerParts) -> None:
     # worker, rather than restarting the agent past it, makes a restart read it again.
     @app.agent(parts.marks, supervisor_strategy=CrashingSupervisor)
     async def process_marks(stream) -> None:
-        await changelog.start()
         try:
             async for events in stream.take_batches(settings.batch_max_marks, within=settings.batch_within_s):
                 while runtime.engine is None:
@@ -133,3 +133,5 @@ def register(app: faust.App, parts: WorkerParts) -> None:
     @app.on_partitions_assigned.connect
     async def count_rebalance(sender, assigned, **kwargs) -> None:  # noqa: ARG001 - signal signature
         runtime.metrics.rebalances.inc()
+
+    return {"marks": process_marks, "outcomes": apply_outcomes}

@@ -43,6 +43,7 @@ class ReconnectApp(faust.App):
     """A Faust app whose Kafka consumer takes every knob from the settings."""
 
     reconnect_settings: Settings
+    reconnect_parts: WorkerParts
 
     def _new_transport(self):
         return _Transport(self.conf.broker_consumer, self)
@@ -59,6 +60,7 @@ class WorkerParts:
     dead_letter: faust.TopicT
     outcomes: faust.TopicT
     table: faust.types.TableT
+    agents: dict[str, faust.types.AgentT] | None = None
 
 
 def _bytes_topic(app: faust.App, name: str, partitions: int) -> faust.TopicT:
@@ -123,6 +125,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> ReconnectA
                         help="Per-pupil register sessions (keyed by date and session), year totals and "
                              "alert-policy state."),
     )
-    agents.register(app, parts)
+    parts.agents = agents.register(app, parts)
     views.register(app, parts)
+    app.reconnect_parts = parts
     return app

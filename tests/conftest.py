@@ -49,6 +49,27 @@ def pupil_marks(pupil: str, start: dt.date, codes_by_day: list[tuple[str, str]],
     return marks
 
 
+@pytest.fixture(scope="session")
+def make_mark():
+    """Build one valid mark: make_mark(pupil, day, "AM", "/", school=..., recorded=...)."""
+    return mark
+
+
+@pytest.fixture(scope="session")
+def make_pupil_marks():
+    """Marks for consecutive school days: make_pupil_marks(pupil, start, [(am, pm), ...])."""
+    return pupil_marks
+
+
+@pytest.fixture(scope="session")
+def engine(model_path):
+    """The decision engine on the shipped model, as the worker builds it."""
+    from models.artifact import load_model
+    from models.engine import DecisionEngine
+
+    return DecisionEngine(load_model(model_path), window_days=126)
+
+
 @pytest.fixture
 def present_days():
     def build(count: int) -> list[tuple[str, str]]:
