@@ -6,6 +6,7 @@ For the demo, the tests and the benchmarks only: production runs Apache Kafka
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -44,6 +45,22 @@ def wait_for_port(host: str, port: int, timeout: float) -> bool:
         except OSError:
             time.sleep(0.05)
     return False
+
+
+@contextlib.contextmanager
+def stop_on_signals():
+    """Turn SIGTERM (and SIGINT) into KeyboardInterrupt inside the block, so a `with` around it
+    stops the broker it started: the broker runs in its own session and would outlive us."""
+
+    def interrupt(signum, frame):  # noqa: ARG001 - signal handler signature
+        raise KeyboardInterrupt
+
+    previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 class EmbeddedBroker:

@@ -37,14 +37,16 @@ def bench(out: Path, marks: int, burst_pupils: int, burst_seconds: float, replay
 @cli.command()
 @click.option("--port", type=int, default=None, help="Port on 127.0.0.1 (default: a free one).")
 def broker(port: int | None) -> None:
-    """Run the embedded Kafka-compatible broker (tansu, in memory) until Ctrl-C. Dev and tests only."""
-    from devtools.broker import EmbeddedBroker
+    """Run the embedded Kafka-compatible broker (tansu, in memory) until Ctrl-C or SIGTERM. Dev and tests only."""
+    from devtools.broker import EmbeddedBroker, stop_on_signals
 
-    with EmbeddedBroker(port=port) as embedded:
-        click.echo(f"Embedded broker on {embedded.bootstrap}; export KAFKA_BOOTSTRAP_SERVERS={embedded.bootstrap}")
+    with EmbeddedBroker(port=port) as embedded, stop_on_signals():
+        click.echo(f"Embedded broker on {embedded.bootstrap} (pid {embedded.process.pid}); "
+                   f"export KAFKA_BOOTSTRAP_SERVERS={embedded.bootstrap}", err=False)
+        sys.stdout.flush()
         try:
-            while embedded.process and embedded.process.poll() is None:
-                time.sleep(0.5)
+            while embedded.process.poll() is None:
+                time.sleep(0.2)
         except KeyboardInterrupt:
             pass
 

@@ -96,6 +96,8 @@ class WorkerProcess:
     workdir: Path
     web_port: int = field(default_factory=free_port)
     api_token: str = field(default_factory=lambda: secrets.token_urlsafe(24))
+    cwd: Path = REPO
+    data_dir: Path | None = None  # default: a fresh directory under workdir
     process: subprocess.Popen | None = None
 
     @property
@@ -105,11 +107,11 @@ class WorkerProcess:
     def start(self) -> WorkerProcess:
         env = {**os.environ, "RECONNECT_BROKER_PROFILE": "embedded", **self.env,
                "RECONNECT_WEB_PORT": str(self.web_port), "RECONNECT_API_TOKEN": self.api_token,
-               "RECONNECT_DATA_DIR": str(self.workdir / f"faust-{self.web_port}"),
+               "RECONNECT_DATA_DIR": str(self.data_dir or self.workdir / f"faust-{self.web_port}"),
                "RECONNECT_METRICS_INTERVAL_S": "1"}
         self.log_path = self.workdir / f"worker-{self.web_port}.log"
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "streams.cli", "worker", "--loglevel", "warning"], cwd=REPO, env=env,
+            [sys.executable, "-m", "streams.cli", "worker", "--loglevel", "warning"], cwd=self.cwd, env=env,
             stdout=open(self.log_path, "wb"), stderr=subprocess.STDOUT, start_new_session=True,
         )
         return self

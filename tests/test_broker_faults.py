@@ -49,6 +49,19 @@ def test_worker_started_before_the_broker_waits_for_it(tmp_path, model_path):
         worker.stop()
 
 
+def test_a_worker_starts_from_any_directory_with_a_data_directory_not_yet_made(broker, model_path, tmp_path):
+    env = isolated_env(broker.bootstrap, f"fresh{uuid.uuid4().hex[:6]}")
+    create_topics(env)
+    elsewhere = tmp_path / "somewhere" / "else"
+    elsewhere.mkdir(parents=True)
+    worker = WorkerProcess(env, tmp_path, cwd=elsewhere, data_dir=tmp_path / "var" / "not" / "yet" / "faust")
+    try:
+        worker.start().wait_ready(timeout=120)
+        assert (tmp_path / "var" / "not" / "yet" / "faust").is_dir()
+    finally:
+        worker.stop()
+
+
 def test_broker_frozen_longer_than_the_session_timeout_then_resumed_loses_nothing(tmp_path, model_path):
     marks_csv = write_crafted_csv(tmp_path / "marks.csv")
     messages = _wire(marks_csv)
