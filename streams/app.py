@@ -9,44 +9,21 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import faust
-from faust.transport.drivers import aiokafka as faust_aiokafka
 
 from streams.batching import ReconnectStream
+from streams.faust_tuning import TunedTransport
 from streams.runtime import Runtime
 from streams.settings import Settings
 
 
-class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
-    """Faust 0.15.3 builds its aiokafka consumer with `fetch_max_wait_ms=1500` hard-coded
-    (faust/transport/drivers/aiokafka.py, `_create_worker_consumer`). Apache Kafka answers a
-    fetch as soon as data is there, but the embedded broker holds every fetch for the full wait,
-    so one mark could sit 1.5 s before the worker saw it. The settings decide it instead."""
-
-    def _create_worker_consumer(self, transport):
-        consumer = super()._create_worker_consumer(transport)
-        settings: Settings = self.app.reconnect_settings
-        consumer._fetch_max_wait_ms = settings.consumer_fetch_max_wait_ms  # noqa: SLF001 - read at start()
-        consumer._fetch_max_bytes = settings.consumer_fetch_max_bytes  # noqa: SLF001
-        return consumer
-
-
-class _Consumer(faust_aiokafka.Consumer):
-    def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
-        return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
-
-
-class _Transport(faust_aiokafka.Transport):
-    Consumer = _Consumer
-
-
 class ReconnectApp(faust.App):
-    """A Faust app whose Kafka consumer takes every knob from the settings."""
+    """A Faust app whose Kafka consumer takes every knob from the settings (streams.faust_tuning)."""
 
     reconnect_settings: Settings
     reconnect_parts: WorkerParts
 
     def _new_transport(self):
-        return _Transport(self.conf.broker_consumer, self)
+        return TunedTransport(self.conf.broker_consumer, self)
 
 
 @dataclass

@@ -1,0 +1,119 @@
+"""Two small overrides of faust-streaming 0.15.3 (pinned in requirements.lock), each a copy of
+one upstream method with one change; tests/test_faust_tuning.py checks the upstream source is
+still the one copied, so an upgrade makes us look again.
+
+1. `AIOKafkaConsumerThread._create_worker_consumer` (faust/transport/drivers/aiokafka.py) builds
+   the aiokafka consumer with `fetch_max_wait_ms=1500` hard-coded. Apache Kafka answers a fetch
+   as soon as data is there, but the embedded broker holds every fetch for the full wait, so one
+   mark could sit 1.5 s before the worker saw it. The settings decide it instead.
+
+2. `Consumer._drain_messages` (faust/transport/consumer.py) hands every fetched message to the
+   streams with `await self.wait_first(callback(message), self.suspend_flow.wait())`: four
+   tasks and an `asyncio.wait` per message, a quarter of the framework's per-message cost. The
+   wait exists so that a delivery blocked on a full stream buffer, on flow control or on a full
+   producer buffer can be abandoned when a rebalance suspends the flow. When none of those can
+   block (the common case) the delivery completes without suspending, so it is awaited directly;
+   otherwise the upstream path is taken unchanged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, cast
+from collections.abc import AsyncIterator
+
+from faust.transport.consumer import CONSUMER_FETCHING
+from faust.transport.drivers import aiokafka as faust_aiokafka
+from mode import Service
+
+UPSTREAM_VERSION = "0.15.3"
+
+
+class TunedConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
+    def _create_worker_consumer(self, transport):
+        consumer = super()._create_worker_consumer(transport)
+        settings = self.app.reconnect_settings
+        consumer._fetch_max_wait_ms = settings.consumer_fetch_max_wait_ms  # noqa: SLF001 - read at start()
+        consumer._fetch_max_bytes = settings.consumer_fetch_max_bytes  # noqa: SLF001
+        return consumer
+
+
+class TunedConsumer(faust_aiokafka.Consumer):
+    def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
+        return TunedConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+    def delivery_cannot_block(self, message: Any) -> bool:
+        """True when handing `message` to its streams completes without waiting: flow control is
+        on, the producer buffer is below its limit and no subscribed stream buffer is full."""
+        app = self.app
+        if self.suspend_flow.is_set() or not app.flow_control.is_active():
+            return False
+        buffer = app.producer.buffer
+        if buffer.size > buffer.max_messages:
+            return False
+        channels = app.topics._tp_index.get(message.tp, ())  # noqa: SLF001 - Faust keeps no public accessor
+        return all(not channel.queue.full() for channel in channels)
+
+    async def _drain_messages(self, fetcher: Any) -> None:  # pragma: no cover - exercised by the worker tests
+        # Upstream body, faust-streaming 0.15.3, with the delivery step changed (marked below).
+        callback = self.callback
+        getmany = self.getmany
+        consumer_should_stop = cast(Service, self)._stopped.is_set
+        fetcher_should_stop = cast(Service, fetcher)._stopped.is_set
+        get_read_offset = self._read_offset.__getitem__
+        set_read_offset = self._read_offset.__setitem__
+        set_flag = self.diag.set_flag
+        unset_flag = self.diag.unset_flag
+        commit_every = self._commit_every
+        acks_enabled_for = self.app.topics.acks_enabled_for
+        cannot_block = self.delivery_cannot_block
+        yield_every = 100
+        num_since_yield = 0
+        sleep = asyncio.sleep
+        try:
+            while not (consumer_should_stop() or fetcher_should_stop()):
+                set_flag(CONSUMER_FETCHING)
+                ait = cast(AsyncIterator, getmany(timeout=1.0))
+                await self.sleep(0)
+                if not self.should_stop:
+                    async for tp, message in ait:
+                        num_since_yield += 1
+                        if num_since_yield > yield_every:
+                            await sleep(0)
+                            num_since_yield = 0
+                        offset = message.offset
+                        r_offset = get_read_offset(tp)
+                        if r_offset is None or offset >= r_offset:
+                            gap = offset - (r_offset or 0)
+                            if gap > 1 and r_offset and acks_enabled_for(message.topic):
+                                await self._add_gap(tp, r_offset + 1, offset)
+                            if commit_every is not None and self._n_acked >= commit_every:
+                                self._n_acked = 0
+                                await self.commit()
+                            # -- changed: await directly when the delivery cannot block --
+                            if cannot_block(message):
+                                await callback(message)
+                            else:
+                                await self.wait_first(callback(message), self.suspend_flow.wait())
+                            # -- end of change --
+                            set_read_offset(tp, offset)
+                    unset_flag(CONSUMER_FETCHING)
+        except self.consumer_stopped_errors:
+            if self.transport.app.should_stop:
+                self.log.info("Broker stopped consumer, shutting down...")
+                return
+            raise
+        except asyncio.CancelledError:
+            if self.transport.app.should_stop:
+                self.log.info("Consumer shutting down for user cancel.")
+                return
+            raise
+        except Exception as exc:
+            self.log.exception("Drain messages raised: %r", exc)
+            raise
+        finally:
+            unset_flag(CONSUMER_FETCHING)
+
+
+class TunedTransport(faust_aiokafka.Transport):
+    Consumer = TunedConsumer
