@@ -189,6 +189,13 @@ class WorkerProcess:
                 self.kill()
 
 
+def marks_messages(path: Path) -> list[tuple[bytes, bytes]]:
+    """The valid marks of an interchange CSV as marks-topic messages (key = pupil id)."""
+    from schemas.interchange import read_marks
+
+    return [(row.mark.pupil_id.encode(), row.mark.to_wire()) for row in read_marks(path) if row.mark]
+
+
 def consume_all(bootstrap: str, topic: str, *, expected: int | None = None, idle_s: float = 4.0,
                 timeout: float = 60.0) -> list:
     """Every record on a topic, from the beginning; stops at `expected` or after `idle_s` of quiet."""

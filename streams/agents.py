@@ -120,9 +120,9 @@ def register(app: faust.App, parts: WorkerParts) -> dict[str, faust.types.AgentT
         metrics.pupils_tracked.set(len(parts.table.data))
         consumer = app.consumer
         metrics.consumer_lag.clear()  # partitions moved away in a rebalance must not linger
-        for tp in consumer.assignment():
-            if tp.topic != settings.topic_marks:
-                continue
+        owned = [tp for tp in consumer.assignment() if tp.topic == settings.topic_marks]
+        metrics.partitions_assigned.set(len(owned))
+        for tp in owned:
             # High watermark from fetch responses (right on Kafka and on the embedded broker,
             # whose ListOffsets end offset can be low) minus the offset this worker committed.
             highwater = consumer.highwater(tp)
@@ -133,5 +133,6 @@ def register(app: faust.App, parts: WorkerParts) -> dict[str, faust.types.AgentT
     @app.on_partitions_assigned.connect
     async def count_rebalance(sender, assigned, **kwargs) -> None:  # noqa: ARG001 - signal signature
         runtime.metrics.rebalances.inc()
+        runtime.metrics.partitions_assigned.set(sum(tp.topic == settings.topic_marks for tp in assigned))
 
     return {"marks": process_marks, "outcomes": apply_outcomes}

@@ -73,6 +73,9 @@ class WorkerMetrics:
             "Marks not yet committed by this worker: high watermark minus committed offset.",
             ["partition"], registry=registry,
         )
+        self.partitions_assigned = Gauge(
+            "reconnect_partitions_assigned", "Partitions of the marks topic this worker owns now.", registry=registry,
+        )
         self.rebalances = Counter(
             "reconnect_rebalances_total", "Consumer-group rebalances this worker has taken part in.",
             registry=registry,

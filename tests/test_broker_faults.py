@@ -11,10 +11,8 @@ import uuid
 import pytest
 
 from devtools.broker import EmbeddedBroker, free_port
+from devtools.harness import REPO, WorkerProcess, create_topics, isolated_env, marks_messages, metric_sum, produce_raw
 from schemas.interchange import read_marks
-from tests.stack import REPO, WorkerProcess, create_topics, isolated_env, metric_sum, produce_raw
-from tests.test_faults import _wire
-from tests.test_stream import write_crafted_csv
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 SESSION_TIMEOUT_S = 6
@@ -33,17 +31,17 @@ def test_unreachable_broker_gives_a_clear_message_and_retries_not_a_traceback(tm
     assert "was not reachable after" in output and "KAFKA_BOOTSTRAP_SERVERS" in output
 
 
-def test_worker_started_before_the_broker_waits_for_it(tmp_path, model_path):
+def test_worker_started_before_the_broker_waits_for_it(tmp_path, model_path, wait_until):
     port = free_port()
     env = isolated_env(f"127.0.0.1:{port}", f"late{uuid.uuid4().hex[:6]}", RECONNECT_BROKER_CONNECT_RETRY_S="120")
     worker = WorkerProcess(env, tmp_path).start()
     try:
-        time.sleep(3)
+        wait_until(lambda: worker.log_tail(200).count("not reachable yet") >= 2, timeout=60,
+                   what="the worker to report retrying")
         assert worker.process.poll() is None, worker.log_tail()
         with EmbeddedBroker(port=port):
             create_topics(env)
             worker.wait_ready(timeout=120)
-            assert "not reachable yet" in worker.log_tail(200)
             worker.stop()  # before the broker goes
     finally:
         worker.stop()
@@ -62,9 +60,10 @@ def test_a_worker_starts_from_any_directory_with_a_data_directory_not_yet_made(b
         worker.stop()
 
 
-def test_broker_frozen_longer_than_the_session_timeout_then_resumed_loses_nothing(tmp_path, model_path):
-    marks_csv = write_crafted_csv(tmp_path / "marks.csv")
-    messages = _wire(marks_csv)
+def test_broker_frozen_longer_than_the_session_timeout_then_resumed_loses_nothing(tmp_path, model_path, crafted_csv,
+                                                                                   wait_until):
+    marks_csv = crafted_csv()
+    messages = marks_messages(marks_csv)
     expected = {row.mark.key for row in read_marks(marks_csv) if row.mark}
     # A broker of its own: freezing the shared one would stall every other test's clients.
     with EmbeddedBroker(log_path=tmp_path / "tansu.log") as broker:
@@ -75,20 +74,15 @@ def test_broker_frozen_longer_than_the_session_timeout_then_resumed_loses_nothin
             worker.wait_ready()
             half = len(messages) // 2
             produce_raw(broker.bootstrap, settings.topic_marks, messages[:half])
-            deadline = time.monotonic() + 120
-            while metric_sum(worker.metrics(), "reconnect_marks_applied_total") < half // 2:
-                assert time.monotonic() < deadline, worker.log_tail()
-                time.sleep(0.2)
+            wait_until(lambda: metric_sum(worker.metrics(), "reconnect_marks_applied_total") >= half // 2,
+                       timeout=120, what="a quarter of the marks to be applied")
             broker.pause()  # SIGSTOP: in memory, so a pause (not a restart) is the honest fault
             time.sleep(SESSION_TIMEOUT_S * 2)
             broker.resume()
             produce_raw(broker.bootstrap, settings.topic_marks, messages[half:])
-            deadline = time.monotonic() + 240
-            state = worker.state()
-            while state["sessions_held"] < len(expected) and time.monotonic() < deadline:
-                time.sleep(1)
-                state = worker.state()
-            assert state["sessions_held"] == len(expected), worker.log_tail()
+            wait_until(lambda: worker.state()["sessions_held"] >= len(expected), timeout=240,
+                       what="every session after the freeze")
+            assert worker.state()["sessions_held"] == len(expected), worker.log_tail()
             assert worker.process.poll() is None
             assert worker.get("/readyz")[0] == 200
         finally:

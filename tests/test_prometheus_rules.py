@@ -9,7 +9,7 @@ import pytest
 import yaml
 from prometheus_client import CollectorRegistry, generate_latest
 
-from promtool import (
+from devtools.promtool import (
     CONFIG_FILE,
     RULE_TESTS_DIR,
     RULES_FILE,
@@ -17,7 +17,6 @@ from promtool import (
     promtool_check_metrics,
     promtool_check_rules,
     promtool_run_rule_tests,
-    require_promtool,
 )
 from streams.metrics import WorkerMetrics
 
@@ -45,15 +44,13 @@ def _rule_test_files() -> list:
     ]
 
 
-def test_rules_pass_promtool_check():
-    require_promtool()
+def test_rules_pass_promtool_check(promtool):
     rc, output = promtool_check_rules()
     assert rc == 0, output
     assert f"SUCCESS: {len(_rules())} rules found" in output, output
 
 
-def test_config_passes_promtool_check():
-    require_promtool()
+def test_config_passes_promtool_check(promtool):
     rc, output = promtool_check_config()
     assert rc == 0, output
     assert "is valid prometheus config file syntax" in output, output
@@ -64,17 +61,15 @@ def test_rule_test_files_exist():
 
 
 @pytest.mark.parametrize("test_file", _rule_test_files())
-def test_promtool_rule_unit_tests(test_file):
-    require_promtool()
+def test_promtool_rule_unit_tests(promtool, test_file):
     rc, output = promtool_run_rule_tests(test_file)
     assert rc == 0, output
     assert "SUCCESS" in output and "FAILED" not in output, output
 
 
-def test_promtool_rule_tests_can_fail(tmp_path):
+def test_promtool_rule_tests_can_fail(promtool, tmp_path):
     """A rule test expecting an alert that cannot fire must make promtool exit non-zero, so a green
     run of the real tests means something."""
-    require_promtool()
     bogus = tmp_path / "bogus_test.yml"
     bogus.write_text(yaml.safe_dump({
         "rule_files": [str(RULES_FILE)],
@@ -150,9 +145,8 @@ def test_config_scrapes_workers_and_loads_the_rules():
     assert worker["dns_sd_configs"][0]["type"] == "A"
 
 
-def test_worker_metrics_pass_promtool_lint():
+def test_worker_metrics_pass_promtool_lint(promtool):
     """Offline lint of every metric the worker registers (the live scrape is checked elsewhere)."""
-    require_promtool()
     metrics = WorkerMetrics(CollectorRegistry())
     text = generate_latest(metrics.registry).decode()
     assert "reconnect_marks_consumed_total" in text
@@ -160,7 +154,6 @@ def test_worker_metrics_pass_promtool_lint():
     assert rc == 0, output
 
 
-def test_promtool_lint_catches_a_bad_exposition():
-    require_promtool()
+def test_promtool_lint_catches_a_bad_exposition(promtool):
     rc, output = promtool_check_metrics("# HELP bad_counter x\n# TYPE bad_counter counter\nbad_counter 1\n")
     assert rc != 0 and "_total" in output, output

@@ -11,7 +11,6 @@ from models.artifact import load_model
 from models.engine import DecisionEngine
 from models.replay import replay_file
 from schemas.events import InterventionEvent
-from tests.test_stream import BAD_ROWS, write_crafted_csv
 
 
 @pytest.fixture(scope="module")
@@ -20,8 +19,8 @@ def engine(model_path):
 
 
 @pytest.fixture
-def csv_path(tmp_path):
-    return write_crafted_csv(tmp_path / "marks.csv", BAD_ROWS)
+def csv_path(crafted_csv, bad_rows):
+    return crafted_csv(extra_rows=bad_rows)
 
 
 def test_batch_boundaries_do_not_change_decisions(engine, csv_path):
@@ -34,14 +33,14 @@ def test_batch_boundaries_do_not_change_decisions(engine, csv_path):
     assert results[0] and all(r == results[0] for r in results)
 
 
-def test_replay_writes_events_and_dead_letters(engine, csv_path):
+def test_replay_writes_events_and_dead_letters(engine, csv_path, bad_rows):
     out, letters = io.StringIO(), io.StringIO()
     report, events = replay_file(csv_path, engine, out=out, dead_letters=letters)
     lines = out.getvalue().splitlines()
     assert len(lines) == report.events == len(events) > 0
     assert [InterventionEvent.model_validate_json(line) for line in lines] == events
     rejected = [json.loads(line) for line in letters.getvalue().splitlines()]
-    assert len(rejected) == report.dead_lettered == len(BAD_ROWS)
+    assert len(rejected) == report.dead_lettered == len(bad_rows)
     assert all(letter["stage"] == "replay" and letter["line"] > 1 for letter in rejected)
     assert report.read == report.applied + report.dead_lettered
 

@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-import csv
-import datetime as dt
 import json
 import os
 import re
@@ -15,79 +13,26 @@ from pathlib import Path
 
 import pytest
 
+from devtools.harness import REPO, WorkerProcess, consume_all, create_topics, isolated_env, metric_sum, produce_raw
+from devtools.promtool import promtool_check_metrics
 from models.artifact import load_model
 from models.engine import DecisionEngine
 from models.replay import replay_file
 from schemas.events import InterventionEvent
 from schemas.interchange import read_marks
-from tests.conftest import school_days
-from tests.promtool import promtool_check_metrics, require_promtool
-from tests.stack import REPO, WorkerProcess, consume_all, create_topics, isolated_env, metric_sum, produce_raw
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 
 ENFORCEMENT = re.compile(r"\b(fines?|fined|penalt\w*|prosecut\w*|enforce\w*|magistrate\w*|court)\b", re.IGNORECASE)
-HEADER = ["school_id", "pupil_id", "date", "session", "code", "recorded_at"]
-START = dt.date(2025, 9, 8)
-
-
-def crafted_rows() -> list[list[str]]:
-    """Two schools of pupils with known stories, including duplicates and amendments."""
-    rows = []
-    days = list(school_days(START, 45))
-    for school in ("SCHA", "SCHB"):
-        for n in range(30):
-            pupil = f"{school}-P{n:03d}"
-            for i, day in enumerate(days):
-                for session, present in (("AM", "/"), ("PM", "\\")):
-                    code = present
-                    if n < 4 and i >= 25:  # a sudden, sustained drop
-                        code = "N"
-                    elif n == 4 and i >= 25 and day.weekday() in (0, 4):  # an emerging Monday/Friday pattern
-                        code = "N"
-                    elif n == 5 and 20 <= i < 25:  # one week of illness, then back
-                        code = "I"
-                    elif (n * 7 + i) % 23 == 0:  # ordinary odd absence
-                        code = "I"
-                    stamp = f"{day}T{'08:50' if session == 'AM' else '13:20'}:00+00:00"
-                    rows.append([school, pupil, day.isoformat(), session, code, stamp])
-                    if code == "N" and n == 1:  # school re-codes some N to I at noon
-                        rows.append([school, pupil, day.isoformat(), session, "I", f"{day}T12:00:00+00:00"])
-    rows += [list(row) for row in rows[:300]]  # a re-export: exact duplicates
-    return rows
-
-
-BAD_ROWS = [
-    ["SCHA", "Jane Smith", "2025-09-08", "AM", "/", ""],
-    ["SCHA", "SCHA-P001", "2025-09-31", "AM", "/", ""],
-    ["SCHA", "SCHA-P001", "2025-09-08", "EV", "/", ""],
-    ["SCHA", "SCHA-P001", "2025-09-08", "AM", "ZZ", ""],
-    ["", "SCHA-P001", "2025-09-08", "AM", "/", ""],
-    ["SCHA", "SCHA-P001", "2031-09-08", "AM", "/", ""],
-]
-
-
-def write_crafted_csv(path: Path, extra_rows: list[list[str]] = ()) -> Path:
-    """The crafted cohort as an interchange CSV (bad rows, if any, appended)."""
-    with path.open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(HEADER)
-        writer.writerows(crafted_rows() + list(extra_rows))
-    return path
 
 
 @pytest.fixture
-def marks_csv(tmp_path) -> Path:
-    path = tmp_path / "marks.csv"
-    with path.open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(HEADER)
-        rows = crafted_rows()
-        writer.writerows(rows[:1000] + BAD_ROWS[:3] + rows[1000:] + BAD_ROWS[3:])
-    return path
+def marks_csv(crafted_csv) -> Path:
+    return crafted_csv(bad_rows_at=1000)
 
 
-def test_marks_in_interventions_out_and_everything_reconciles(broker, model_path, marks_csv, tmp_path):
+def test_marks_in_interventions_out_and_everything_reconciles(broker, model_path, marks_csv, tmp_path, bad_rows,
+                                                              promtool, wait_until):
     tag = f"e2e{uuid.uuid4().hex[:8]}"
     env = isolated_env(broker.bootstrap, tag)
     settings = create_topics(env)
@@ -99,7 +44,7 @@ def test_marks_in_interventions_out_and_everything_reconciles(broker, model_path
         assert ingest.returncode == 0, ingest.stderr
         counts = re.search(r"read (\d+), published (\d+), rejected (\d+)", ingest.stdout)
         read, published, rejected = map(int, counts.groups())
-        assert rejected == len(BAD_ROWS) and read == published + rejected
+        assert rejected == len(bad_rows) and read == published + rejected
 
         valid_mark = json.dumps({"school_id": "SCHA", "pupil_id": "SCHA-REKEY", "date": "2025-09-08",
                                  "session": "AM", "code": "/", "recorded_at": "2025-09-08T08:50:00Z"}).encode()
@@ -124,12 +69,9 @@ def test_marks_in_interventions_out_and_everything_reconciles(broker, model_path
                        + metric_sum(values, "reconnect_marks_rekeyed_total"))
             return metric_sum(values, "reconnect_marks_consumed_total") >= expected_consumed and handled == expected_consumed
 
-        import time
-        deadline = time.monotonic() + 240
-        values = worker.wait_consumed(expected_consumed, timeout=240)
-        while not settled(values) and time.monotonic() < deadline:
-            time.sleep(0.5)
-            values = worker.metrics()
+        worker.wait_consumed(expected_consumed, timeout=240)
+        values = wait_until(lambda: (lambda v: v if settled(v) else None)(worker.metrics()), timeout=240,
+                            what="every consumed mark to be handled")
         assert settled(values), values
         assert metric_sum(values, "reconnect_marks_dead_lettered_total") == 5
         assert metric_sum(values, "reconnect_marks_rekeyed_total") == 1
@@ -151,7 +93,7 @@ def test_marks_in_interventions_out_and_everything_reconciles(broker, model_path
                          for r in consume_all(broker.bootstrap, settings.topic_interventions, idle_s=3)]
         engine = DecisionEngine(load_model(model_path), window_days=settings.state_window_days)
         report, replay_events = replay_file(marks_csv, engine)
-        assert report.dead_lettered == len(BAD_ROWS)
+        assert report.dead_lettered == len(bad_rows)
         stream_outcomes = {o: metric_sum(values, f'reconnect_marks_applied_total{{outcome="{o}"}}')
                            for o in ("new", "amended", "duplicate", "superseded")}
         stream_outcomes["new"] -= 1  # the re-keyed mark, which replay never saw
@@ -177,7 +119,6 @@ def test_marks_in_interventions_out_and_everything_reconciles(broker, model_path
 
         # The live scrape passes Prometheus' own lint, and carries no pupil id in any label.
         scrape = worker.get("/metrics")[1]
-        require_promtool()
         rc, lint = promtool_check_metrics(scrape)
         assert rc == 0, lint
         labelled = [line for line in scrape.splitlines() if line.startswith("reconnect_") and "{" in line]

@@ -1,5 +1,4 @@
-"""Running Prometheus's `promtool` from tests. A plain module, importable by any test
-(`from promtool import ...`; pytest puts tests/ on sys.path).
+"""Running Prometheus's `promtool` (tests use it through the `promtool` fixture in tests/conftest.py).
 
 promtool comes from the Debian package `prometheus` (`apt-get install -y prometheus`) or from a
 Prometheus release; set PROMTOOL to use a binary that is not on PATH. When it is missing, tests
@@ -14,7 +13,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from streams.settings import REPO_ROOT
+
 PROMETHEUS_DIR = REPO_ROOT / "ops" / "prometheus"
 RULES_FILE = PROMETHEUS_DIR / "rules.yml"
 CONFIG_FILE = PROMETHEUS_DIR / "prometheus.yml"
@@ -29,19 +29,6 @@ def find_promtool() -> str | None:
     if explicit:
         return explicit if os.access(explicit, os.X_OK) else None
     return shutil.which("promtool")
-
-
-def require_promtool() -> str:
-    """The promtool path; otherwise fail the calling test under CI and skip it elsewhere."""
-    import pytest
-
-    path = find_promtool()
-    if path is None:
-        message = f"promtool not found: {INSTALL_HINT}"
-        if os.environ.get("CI"):
-            pytest.fail(message + " (CI is set, so this is a failure, not a skip)", pytrace=False)
-        pytest.skip(message)
-    return path
 
 
 def run_promtool(*args: str, stdin: str | None = None, timeout: float = 300) -> tuple[int, str]:
