@@ -2,16 +2,23 @@
 
 Validation is strict and every rejection carries a machine reason and a sentence, so a row or
 message that cannot be used lands in the dead-letter topic with an explanation, never silently.
+
+Hostile input is bounded before it is interpreted (`MarkLimits`): message size, JSON nesting
+depth (checked on the text, before any recursive parser sees it), number sizes, the range of
+`recorded_at` (a far-future recording would otherwise win every later correction), and the
+shape of ids. Parsing therefore only ever raises `MarkRejected`; anything else is a defect.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from functools import lru_cache
+from itertools import accumulate
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
@@ -30,6 +37,14 @@ DEFAULT_RECORDED_AT_MAX_SKEW = dt.timedelta(minutes=15)
 # Names are not pseudonyms: a pseudonym is letters and digits with '-' or '_' and at least one
 # digit (a trust's pseudonymisation of UPNs always has some), so "Jane-Smith" is refused.
 DEFAULT_PUPIL_ID_PATTERN = r"(?=[A-Za-z0-9_-]*[0-9])[A-Za-z0-9_-]{1,64}"
+# A mark's only number is its schema version; 32 characters hold any int64 or double literal.
+# Longer literals are refused before Python converts them (its int parser is quadratic and
+# raises ValueError past 4300 digits).
+MAX_NUMBER_CHARS = 32
+# Text longer than this is never a date, a session or a code: refused before it is looked at.
+_MAX_SHORT_FIELD = 40
+# C0 controls and DEL: never part of an id, and a sign of a corrupt or hostile row.
+CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 
 
 class Session(StrEnum):
@@ -40,8 +55,12 @@ class Session(StrEnum):
 class RejectReason(StrEnum):
     """Why a mark could not be used. Stable machine codes: dashboards and alerts key on them."""
 
+    EMPTY_PAYLOAD = "empty_payload"  # a tombstone (no value) or zero bytes
     INVALID_ENCODING = "invalid_encoding"
     INVALID_JSON = "invalid_json"
+    JSON_TOO_DEEP = "json_too_deep"
+    NUMBER_OUT_OF_RANGE = "number_out_of_range"  # huge literals, NaN and infinities
+    DUPLICATE_KEY = "duplicate_key"  # parsers disagree on which copy wins: refuse both
     PAYLOAD_TOO_LARGE = "payload_too_large"
     MALFORMED_ROW = "malformed_row"
     MISSING_FIELD = "missing_field"
@@ -55,6 +74,8 @@ class RejectReason(StrEnum):
     UNKNOWN_CODE = "unknown_code"
     REGISTER_NOT_TAKEN = "register_not_taken"
     INVALID_RECORDED_AT = "invalid_recorded_at"
+    IMPLAUSIBLE_RECORDED_AT = "implausible_recorded_at"  # before the configured floor
+    FUTURE_RECORDED_AT = "future_recorded_at"  # later than now plus the allowed clock skew
     OUTSIDE_STATE_WINDOW = "outside_state_window"
     INVALID_FIELD = "invalid_field"
     INTERNAL_ERROR = "internal_error"  # a defect met while handling this record: kept, never lost
@@ -66,11 +87,20 @@ class MarkLimits:
     rejection with a precise reason. Built once from the settings and passed to the parsers."""
 
     max_future_days: int | None = DEFAULT_MAX_FUTURE_DAYS  # None: no limit on dates ahead
-    max_message_bytes: int | None = DEFAULT_MAX_MESSAGE_BYTES
+    max_message_bytes: int | None = DEFAULT_MAX_MESSAGE_BYTES  # None: no limit (CSV rows: 1 MiB)
     max_json_depth: int = DEFAULT_MAX_JSON_DEPTH
     recorded_at_max_skew: dt.timedelta = DEFAULT_RECORDED_AT_MAX_SKEW  # how far past "now" a recording may be
     recorded_at_floor: dt.date = EARLIEST_DATE
     pupil_id_pattern: str = DEFAULT_PUPIL_ID_PATTERN
+    # recorded_at_floor as the instant it starts (UTC), worked out once rather than per mark.
+    floor_instant: dt.datetime = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "floor_instant",
+                           dt.datetime.combine(self.recorded_at_floor, dt.time(0), tzinfo=dt.timezone.utc))
+
+
+DEFAULT_LIMITS = MarkLimits()
 
 
 class MarkRejected(ValueError):
@@ -82,39 +112,101 @@ class MarkRejected(ValueError):
         self.detail = detail
 
 
+def shown(value: Any) -> str:
+    """A value as a rejection detail may quote it: short, and never an exception of its own
+    (repr of a huge int raises ValueError, of a deeply nested list RecursionError)."""
+    if isinstance(value, str):
+        return repr(value[:_MAX_SHORT_FIELD]) + ("..." if len(value) > _MAX_SHORT_FIELD else "")
+    if value is None or isinstance(value, (bool, float)):
+        return repr(value)
+    if isinstance(value, int):
+        return repr(value) if -10**18 < value < 10**18 else "a very large integer"
+    return f"a {type(value).__name__}"
+
+
+_PATTERNS: dict[str, re.Pattern[str]] = {}
+
+
+def compiled_pattern(pattern: str) -> re.Pattern[str]:
+    """A configured pattern compiled once (limits carry the text, so they stay hashable and comparable)."""
+    compiled = _PATTERNS.get(pattern)
+    if compiled is None:
+        if len(_PATTERNS) >= 64:
+            _PATTERNS.clear()
+        compiled = _PATTERNS[pattern] = re.compile(pattern)
+    return compiled
+
+
 # Each check raises PydanticCustomError whose type is the RejectReason: the pydantic model and
 # the fast parser below share them, so there is one definition of a valid mark.
 
 def check_schema_version(value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, str)) or str(value).strip() != str(SCHEMA_VERSION):
+    if isinstance(value, bool):
+        supported = False
+    elif isinstance(value, int):
+        supported = value == SCHEMA_VERSION  # never str(): a huge int cannot be printed
+    elif isinstance(value, str):
+        supported = value.strip() == str(SCHEMA_VERSION)
+    else:
+        supported = False
+    if not supported:
         raise PydanticCustomError(
             RejectReason.UNSUPPORTED_SCHEMA_VERSION.value,
             "schema_version {got} is not supported (this worker reads version {want})",
-            {"got": repr(value), "want": SCHEMA_VERSION},
+            {"got": shown(value), "want": SCHEMA_VERSION},
         )
     return SCHEMA_VERSION
 
 
 def check_id(value: Any, what: str) -> str:
+    """An id of the generic shape; the value itself is never quoted (it may be a name)."""
     if not isinstance(value, str):
         raise PydanticCustomError(RejectReason.MALFORMED_ID.value, f"{what} must be a string")
-    value = value.strip()
+    # Only blanks are trimmed: other whitespace and control characters are corruption, not padding.
+    value = value.strip(" \t")
     if value == "":
         raise PydanticCustomError(RejectReason.EMPTY_ID.value, f"{what} is empty")
     if not ID_PATTERN.fullmatch(value):
+        if CONTROL_CHARACTERS.search(value):
+            problem = "contains a control character"
+        elif len(value) > 64:
+            problem = "is longer than 64 characters"
+        else:
+            problem = "has a character other than letters, digits, '-' or '_'"
         raise PydanticCustomError(
             RejectReason.MALFORMED_ID.value,
-            f"{what} must be 1 to 64 letters, digits, '-' or '_' (a pseudonym, never a name)",
+            f"{what} {problem}: it must be 1 to 64 letters, digits, '-' or '_' (a pseudonym, never a name)",
         )
     return value
 
 
-@lru_cache(maxsize=4096)
+def check_pupil_id(value: Any, pattern: str) -> str:
+    """The generic id shape, then the configured pupil-id pattern in full (it narrows, never widens)."""
+    if isinstance(value, str):
+        candidate = value.strip(" \t")
+        # The default pattern implies the generic shape, so one regex settles a valid id.
+        if candidate and compiled_pattern(pattern).fullmatch(candidate) is not None and (
+                pattern == DEFAULT_PUPIL_ID_PATTERN or ID_PATTERN.fullmatch(candidate) is not None):
+            return candidate
+    check_id(value, "pupil_id")  # the precise problem with the generic shape, if there is one
+    raise PydanticCustomError(
+        RejectReason.MALFORMED_ID.value,
+        "pupil_id does not match the pupil-id pattern (RECONNECT_PUPIL_ID_PATTERN; by default a pseudonym "
+        "needs at least one digit, so a name is refused)",
+    )
+
+
 def _calendar_date(text: str) -> dt.date:
-    """A register's dates repeat endlessly: parse each spelling once."""
     if len(text) != 10:
         raise PydanticCustomError(RejectReason.INVALID_DATE.value, "date {got} is not in YYYY-MM-DD form",
-                                  {"got": repr(text)})
+                                  {"got": shown(text)})
+    return _cached_calendar_date(text)
+
+
+@lru_cache(maxsize=4096)
+def _cached_calendar_date(text: str) -> dt.date:
+    """A register's dates repeat endlessly: parse each spelling once (ten characters, so the
+    cache stays small whatever a hostile sender tries)."""
     try:
         return dt.date.fromisoformat(text)
     except ValueError:
@@ -123,7 +215,7 @@ def _calendar_date(text: str) -> dt.date:
         ) from None
 
 
-def check_date(value: Any, today: dt.date, max_future_days: int) -> dt.date:
+def check_date(value: Any, today: dt.date, max_future_days: int | None) -> dt.date:
     if isinstance(value, dt.datetime):
         raise PydanticCustomError(RejectReason.INVALID_DATE.value, "date must be a calendar date, not a timestamp")
     if isinstance(value, dt.date):
@@ -132,14 +224,14 @@ def check_date(value: Any, today: dt.date, max_future_days: int) -> dt.date:
         day = _calendar_date(value.strip())
     else:
         raise PydanticCustomError(
-            RejectReason.INVALID_DATE.value, "date {got} is not in YYYY-MM-DD form", {"got": repr(value)}
+            RejectReason.INVALID_DATE.value, "date must be text in YYYY-MM-DD form, not {got}", {"got": shown(value)}
         )
     if day < EARLIEST_DATE:
         raise PydanticCustomError(
             RejectReason.IMPLAUSIBLE_DATE.value, "date {got} is before {earliest}",
             {"got": day.isoformat(), "earliest": EARLIEST_DATE.isoformat()},
         )
-    if (day - today).days > max_future_days:
+    if max_future_days is not None and (day - today).days > max_future_days:
         raise PydanticCustomError(
             RejectReason.FUTURE_DATE.value, "date {got} is more than {days} days ahead of {today}",
             {"got": day.isoformat(), "days": max_future_days, "today": today.isoformat()},
@@ -151,10 +243,11 @@ _SESSIONS = {"AM": Session.AM, "PM": Session.PM}
 
 
 def check_session(value: Any) -> Session:
-    session = _SESSIONS.get(value.strip().upper()) if isinstance(value, str) else None
+    session = (_SESSIONS.get(value.strip().upper())
+               if isinstance(value, str) and len(value) <= _MAX_SHORT_FIELD else None)
     if session is None:
         raise PydanticCustomError(
-            RejectReason.UNKNOWN_SESSION.value, "session {got} is not AM or PM", {"got": repr(value)}
+            RejectReason.UNKNOWN_SESSION.value, "session must be AM or PM, not {got}", {"got": shown(value)}
         )
     return session
 
@@ -163,7 +256,10 @@ def check_code(value: Any) -> str:
     if value is None:
         value = ""
     if not isinstance(value, str):
-        raise PydanticCustomError(RejectReason.UNKNOWN_CODE.value, "code {got} is not text", {"got": repr(value)})
+        raise PydanticCustomError(RejectReason.UNKNOWN_CODE.value, "code must be text, not {got}", {"got": shown(value)})
+    if len(value) > _MAX_SHORT_FIELD:
+        raise PydanticCustomError(RejectReason.UNKNOWN_CODE.value, "code {got} is not an attendance code",
+                                  {"got": shown(value)})
     try:
         code, _note = resolve(value)
     except RegisterNotTakenError as exc:
@@ -173,42 +269,105 @@ def check_code(value: Any) -> str:
     return code.code
 
 
-def check_recorded_at(value: Any) -> dt.datetime:
+class _Clock:
+    """The real clock as the recorded_at bound reads it, with a cached reading: time only moves
+    forward, so a stamp no later than an earlier reading plus the skew is no later than now plus
+    the skew. Most stamps are in the past and never read the clock at all."""
+
+    __slots__ = ("reading",)
+
+    def __init__(self) -> None:
+        self.reading = dt.datetime.now(dt.timezone.utc)
+
+    def read(self) -> dt.datetime:
+        self.reading = dt.datetime.now(dt.timezone.utc)
+        return self.reading
+
+
+_CLOCK = _Clock()
+
+
+def check_recorded_at(value: Any, now: dt.datetime | None, limits: MarkLimits) -> dt.datetime:
+    """An aware UTC timestamp between the configured floor and now plus the allowed skew (`now`
+    None: the real clock).
+
+    The range is checked before converting to UTC: aware comparisons cannot overflow, while
+    `astimezone` does for 9999-12-31T23:59:59-12:00 (and for year 1 with a positive offset).
+    """
     if isinstance(value, dt.datetime):
         stamp = value
-    elif isinstance(value, str):
+    elif isinstance(value, str) and len(value) <= 64:
         try:
             stamp = dt.datetime.fromisoformat(value.strip())
         except ValueError:
             raise PydanticCustomError(
                 RejectReason.INVALID_RECORDED_AT.value, "recorded_at {got} is not an ISO 8601 timestamp",
-                {"got": repr(value)},
+                {"got": shown(value)},
             ) from None
     else:
         raise PydanticCustomError(
-            RejectReason.INVALID_RECORDED_AT.value, "recorded_at {got} is not a timestamp", {"got": repr(value)}
+            RejectReason.INVALID_RECORDED_AT.value, "recorded_at must be an ISO 8601 timestamp, not {got}",
+            {"got": shown(value)}
         )
-    if stamp.tzinfo is None:
+    zone = stamp.tzinfo
+    if zone is None or (zone is not dt.timezone.utc and stamp.utcoffset() is None):
         stamp = stamp.replace(tzinfo=dt.timezone.utc)
-    if stamp.year < EARLIEST_DATE.year:
-        raise PydanticCustomError(RejectReason.INVALID_RECORDED_AT.value, "recorded_at is before 2000")
+    if stamp < limits.floor_instant:
+        raise PydanticCustomError(
+            RejectReason.IMPLAUSIBLE_RECORDED_AT.value, "recorded_at {got} is before {floor}",
+            {"got": shown(value if isinstance(value, str) else stamp.isoformat()),
+             "floor": limits.recorded_at_floor.isoformat()},
+        )
+    skew = limits.recorded_at_max_skew
+    if now is None:
+        now = _CLOCK.reading
+        if stamp > now + skew:
+            now = _CLOCK.read()
+    elif now.tzinfo is None:
+        now = now.replace(tzinfo=dt.timezone.utc)
+    if stamp > now + skew:
+        raise PydanticCustomError(
+            RejectReason.FUTURE_RECORDED_AT.value,
+            "recorded_at {got} is later than now ({now}) plus the allowed clock skew of {skew} s; a "
+            "recording from the future would win over every later genuine correction",
+            {"got": shown(value if isinstance(value, str) else stamp.isoformat()),
+             "now": now.isoformat(timespec="seconds"), "skew": int(skew.total_seconds())},
+        )
     return stamp if stamp.tzinfo is dt.timezone.utc else stamp.astimezone(dt.timezone.utc)
 
 
+def check_original_code(value: Any) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    raise PydanticCustomError(RejectReason.INVALID_FIELD.value, "original_code must be text, not {got}",
+                              {"got": shown(value)})
+
+
+def _context(info: ValidationInfo) -> dict[str, Any]:
+    return info.context or {}
+
+
 class RegisterMark(BaseModel):
-    """One register mark: a pupil, a school day, a session and the DfE code recorded."""
+    """One register mark: a pupil, a school day, a session and the DfE code recorded.
+
+    Validated with a context of `today`, `now` and `limits` (a `MarkLimits`); without one the
+    real clock and the default limits apply.
+    """
 
     model_config = ConfigDict(frozen=True, extra="ignore", str_strip_whitespace=True)
 
     schema_version: int = Field(SCHEMA_VERSION, description="Contract major version; only 1 is understood.")
     school_id: str = Field(description="Pseudonymous school id: 1-64 of [A-Za-z0-9_-].")
-    pupil_id: str = Field(description="Pseudonymous pupil id (a trust pseudonymises UPNs before export).")
+    pupil_id: str = Field(
+        description="Pseudonymous pupil id (a trust pseudonymises UPNs before export): 1-64 of [A-Za-z0-9_-] "
+        "that also matches the configured pupil-id pattern (by default: at least one digit).")
     date: dt.date = Field(description="The school day, ISO 8601 (YYYY-MM-DD).")
     session: Session = Field(description="AM or PM register.")
     code: str = Field(description="A 2024 DfE attendance code, e.g. '/', '\\\\', 'L', 'I', 'N'.")
     recorded_at: dt.datetime = Field(
         description="When the mark was recorded or last amended (ISO 8601; without an offset, UTC). "
-        "The latest recording of a (pupil, date, session) wins."
+        "The latest recording of a (pupil, date, session) wins. Not before the configured floor "
+        "(2000-01-01) and not later than now plus a small clock skew (15 minutes)."
     )
     original_code: str | None = Field(
         None, description="Set when a withdrawn pre-2024 code (H, J, Y) was mapped; the code as exported."
@@ -226,15 +385,15 @@ class RegisterMark(BaseModel):
 
     @field_validator("pupil_id", mode="before")
     @classmethod
-    def _pupil_id(cls, value: Any) -> str:
-        return check_id(value, "pupil_id")
+    def _pupil_id(cls, value: Any, info: ValidationInfo) -> str:
+        return check_pupil_id(value, _context(info).get("limits", DEFAULT_LIMITS).pupil_id_pattern)
 
     @field_validator("date", mode="before")
     @classmethod
     def _date(cls, value: Any, info: ValidationInfo) -> dt.date:
-        context = info.context or {}
+        context = _context(info)
         return check_date(value, context.get("today") or dt.date.today(),
-                          context.get("max_future_days", DEFAULT_MAX_FUTURE_DAYS))
+                          context.get("limits", DEFAULT_LIMITS).max_future_days)
 
     @field_validator("session", mode="before")
     @classmethod
@@ -248,8 +407,14 @@ class RegisterMark(BaseModel):
 
     @field_validator("recorded_at", mode="before")
     @classmethod
-    def _recorded_at(cls, value: Any) -> dt.datetime:
-        return check_recorded_at(value)
+    def _recorded_at(cls, value: Any, info: ValidationInfo) -> dt.datetime:
+        context = _context(info)
+        return check_recorded_at(value, context.get("now"), context.get("limits", DEFAULT_LIMITS))
+
+    @field_validator("original_code", mode="before")
+    @classmethod
+    def _original_code(cls, value: Any) -> str | None:
+        return check_original_code(value)
 
     @classmethod
     def from_checked(cls, **values: Any) -> RegisterMark:
@@ -303,45 +468,57 @@ def rejection_from(error: ValidationError) -> MarkRejected:
     return MarkRejected(reason, f"{where}{first['msg']}")
 
 
-_FIELDS = ("school_id", "pupil_id", "date", "session", "code", "recorded_at")
+_MISSING = object()
 
 
-def parse_mark(
-    data: dict[str, Any], *, today: dt.date | None = None, max_future_days: int = DEFAULT_MAX_FUTURE_DAYS,
-    limits: MarkLimits | None = None, now: dt.datetime | None = None,
-) -> RegisterMark:
-    """Validate a mark from a mapping (a CSV row or decoded JSON); raises MarkRejected.
+def _missing(field: str) -> MarkRejected:
+    return MarkRejected(RejectReason.MISSING_FIELD, f"{field}: Field required")
+
+
+def parse_mark(data: dict[str, Any], *, limits: MarkLimits = DEFAULT_LIMITS, today: dt.date | None = None,
+               now: dt.datetime | None = None) -> RegisterMark:
+    """Validate a mark from a mapping (a CSV row or decoded JSON); raises MarkRejected, only.
 
     The hot path of ingest, replay and the worker: the same checks as RegisterMark's
-    validators, called directly, then a construct without re-validation.
+    validators, in the model's field order (so the first reason is the model's first error),
+    called directly, then a construct without re-validation. `today` bounds `date`, `now`
+    bounds `recorded_at`; both default to the real clock.
     """
-    if limits is not None:
-        max_future_days = limits.max_future_days if limits.max_future_days is not None else 10**6
     if not isinstance(data, dict):
-        raise MarkRejected(RejectReason.INVALID_JSON, f"a mark must be a JSON object, not {type(data).__name__}")
-    for name in _FIELDS:
-        if name not in data:
-            raise MarkRejected(RejectReason.MISSING_FIELD, f"{name}: Field required")
+        raise MarkRejected(RejectReason.INVALID_JSON, f"a mark must be a JSON object, not {shown(data)}")
+    get = data.get
     field = "schema_version"
     try:
-        version = check_schema_version(data.get("schema_version", SCHEMA_VERSION))
+        version = check_schema_version(get("schema_version", SCHEMA_VERSION))
         field = "school_id"
-        school_id = check_id(data["school_id"], "school_id")
+        if (value := get(field, _MISSING)) is _MISSING:
+            raise _missing(field)
+        school_id = check_id(value, field)
         field = "pupil_id"
-        pupil_id = check_id(data["pupil_id"], "pupil_id")
+        if (value := get(field, _MISSING)) is _MISSING:
+            raise _missing(field)
+        pupil_id = check_pupil_id(value, limits.pupil_id_pattern)
         field = "date"
-        day = check_date(data["date"], today or dt.date.today(), max_future_days)
+        if (value := get(field, _MISSING)) is _MISSING:
+            raise _missing(field)
+        day = check_date(value, today or dt.date.today(), limits.max_future_days)
         field = "session"
-        session = check_session(data["session"])
+        if (value := get(field, _MISSING)) is _MISSING:
+            raise _missing(field)
+        session = check_session(value)
         field = "code"
-        code = check_code(data["code"])
+        if (raw_code := get(field, _MISSING)) is _MISSING:
+            raise _missing(field)
+        code = check_code(raw_code)
         field = "recorded_at"
-        recorded_at = check_recorded_at(data["recorded_at"])
+        if (value := get(field, _MISSING)) is _MISSING:
+            raise _missing(field)
+        recorded_at = check_recorded_at(value, now, limits)
+        field = "original_code"
+        supplied = check_original_code(get(field))
     except PydanticCustomError as error:
         raise MarkRejected(RejectReason(error.type), f"{field}: {error.message()}") from None
-    raw_code = data["code"]
     exported = normalise_code(raw_code) if isinstance(raw_code, str) else None
-    supplied = data.get("original_code")
     original = supplied if supplied in WITHDRAWN_NOTES else (exported if exported and exported != code else None)
     return RegisterMark.from_checked(
         schema_version=version, school_id=school_id, pupil_id=pupil_id, date=day, session=session, code=code,
@@ -349,21 +526,104 @@ def parse_mark(
     )
 
 
-def parse_mark_json(
-    payload: bytes, *, today: dt.date | None = None, max_future_days: int = DEFAULT_MAX_FUTURE_DAYS,
-    max_bytes: int | None = None, limits: MarkLimits | None = None, now: dt.datetime | None = None,
-) -> RegisterMark:
-    """Validate a mark from a topic message; raises MarkRejected for anything unusable."""
-    if limits is not None:
-        max_bytes = limits.max_message_bytes
-    if max_bytes is not None and len(payload) > max_bytes:
-        raise MarkRejected(RejectReason.PAYLOAD_TOO_LARGE, f"message is {len(payload)} bytes; the limit is {max_bytes}")
+# -- JSON with bounds ------------------------------------------------------------------------
+
+# A JSON string (escapes included), so brackets inside strings do not count as nesting.
+_JSON_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+_NOT_BRACKET = re.compile(r"[^\[\]{}]+")
+_BRACKET_STEP = {"[": 1, "{": 1, "]": -1, "}": -1}
+
+
+def json_depth(text: str) -> int:
+    """How deeply JSON text nests arrays and objects, by a scan of its brackets (no recursion,
+    linear in the text). Brackets of an unterminated string count: such text is not JSON anyway."""
+    brackets = _NOT_BRACKET.sub("", _JSON_STRING.sub("", text))
+    return max(accumulate(map(_BRACKET_STEP.__getitem__, brackets)), default=0)
+
+
+def check_json_depth(text: str, max_depth: int) -> None:
+    # Counting the opening brackets is an upper bound on the depth, and a mark has one.
+    if text.count("{") + text.count("[") <= max_depth:
+        return
+    depth = json_depth(text)
+    if depth > max_depth:
+        raise MarkRejected(RejectReason.JSON_TOO_DEEP, f"JSON nests {depth} levels deep; the limit is {max_depth}")
+
+
+def _json_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    data = dict(pairs)
+    if len(data) != len(pairs):
+        seen: set[str] = set()
+        duplicate = next(key for key, _ in pairs if key in seen or seen.add(key))
+        raise MarkRejected(RejectReason.DUPLICATE_KEY, f"key {shown(duplicate)} appears more than once")
+    return data
+
+
+def _json_int(text: str) -> int:
+    if len(text) > MAX_NUMBER_CHARS:
+        raise MarkRejected(RejectReason.NUMBER_OUT_OF_RANGE, f"a number of {len(text)} characters is too long")
+    return int(text)
+
+
+def _json_float(text: str) -> float:
+    if len(text) > MAX_NUMBER_CHARS:
+        raise MarkRejected(RejectReason.NUMBER_OUT_OF_RANGE, f"a number of {len(text)} characters is too long")
+    value = float(text)
+    if not math.isfinite(value):
+        raise MarkRejected(RejectReason.NUMBER_OUT_OF_RANGE, f"{text[:MAX_NUMBER_CHARS]} is out of range")
+    return value
+
+
+def _json_constant(name: str) -> float:
+    raise MarkRejected(RejectReason.NUMBER_OUT_OF_RANGE, f"{name} is not a JSON number")
+
+
+_DECODER = json.JSONDecoder(object_pairs_hook=_json_object, parse_int=_json_int, parse_float=_json_float,
+                            parse_constant=_json_constant)
+
+
+def decode_json(payload: bytes | bytearray | memoryview | str | None, limits: MarkLimits = DEFAULT_LIMITS) -> Any:
+    """A message's JSON value, within the limits; raises MarkRejected, only.
+
+    Order: presence, size, encoding, nesting (on the text, so `[[[[...` thousands deep never
+    reaches the recursive parser), then the parse with bounded numbers and unique keys.
+    """
+    if type(payload) is bytes:  # the usual case first
+        size = len(payload)
+    elif payload is None:
+        raise MarkRejected(RejectReason.EMPTY_PAYLOAD, "the message has no value (a tombstone); a mark is a JSON object")
+    elif isinstance(payload, str):
+        size = len(payload.encode("utf-8", "surrogatepass"))
+    elif isinstance(payload, (bytes, bytearray, memoryview)):
+        payload = bytes(payload)
+        size = len(payload)
+    else:
+        raise MarkRejected(RejectReason.INVALID_ENCODING, f"a message must be bytes, not {shown(payload)}")
+    if size == 0:
+        raise MarkRejected(RejectReason.EMPTY_PAYLOAD, "the message is empty; a mark is a JSON object")
+    if limits.max_message_bytes is not None and size > limits.max_message_bytes:
+        raise MarkRejected(RejectReason.PAYLOAD_TOO_LARGE,
+                           f"message is {size} bytes; the limit is {limits.max_message_bytes}")
+    if isinstance(payload, str):
+        text = payload
+    else:
+        try:
+            text = payload.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise MarkRejected(RejectReason.INVALID_ENCODING,
+                               f"message is not UTF-8 ({exc.reason} at byte {exc.start + 1} of {size})") from None
+    check_json_depth(text, limits.max_json_depth)
     try:
-        text = payload.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise MarkRejected(RejectReason.INVALID_ENCODING, f"message is not UTF-8 ({exc.reason} at byte {exc.start})") from None
-    try:
-        data = json.loads(text)
+        return _DECODER.decode(text)
+    except MarkRejected:
+        raise
+    except RecursionError:  # unreachable after the depth check; kept so no input can escape as a crash
+        raise MarkRejected(RejectReason.JSON_TOO_DEEP, "JSON nests too deeply to parse") from None
     except ValueError as exc:
         raise MarkRejected(RejectReason.INVALID_JSON, f"message is not JSON: {exc}") from None
-    return parse_mark(data, today=today, max_future_days=max_future_days, limits=limits, now=now)
+
+
+def parse_mark_json(payload: bytes | None, *, limits: MarkLimits = DEFAULT_LIMITS, today: dt.date | None = None,
+                    now: dt.datetime | None = None) -> RegisterMark:
+    """Validate a mark from a topic message (None for a tombstone); raises MarkRejected, only."""
+    return parse_mark(decode_json(payload, limits), limits=limits, today=today, now=now)
