@@ -5,9 +5,10 @@ spoke with the family, started or closed a support plan, or closed the matter. T
 is closed and supportive only: no value of it can express an enforcement step (a fine, a
 penalty notice, a prosecution), and it never carries a name: staff are recorded by role.
 
-A *webhook dead letter* is an intervention event the webhook bridge could not deliver to a
-pastoral system (the receiver refused it, or every attempt failed), kept with the reason, the
-attempts made and the event itself, exactly as published, so it can be re-sent.
+A *webhook dead letter* is a record the webhook bridge could not deliver to a pastoral system
+(the receiver refused it, every attempt failed, or the record is not an intervention event it
+can read), kept with the reason, the attempts made and the record itself, exactly as published,
+so it can be inspected and re-sent.
 """
 
 from __future__ import annotations
@@ -165,29 +166,38 @@ class OutcomeEvent(BaseModel):
 
 
 class WebhookFailure(StrEnum):
-    """Why the webhook bridge dead-lettered an intervention. Stable: dashboards key on them."""
+    """Why the webhook bridge dead-lettered a record. Stable: dashboards key on them. New reasons
+    may be added within a major version (consumers treat an unknown reason as "not delivered")."""
 
-    REJECTED = "rejected"  # the receiver answered 4xx (not 429): retrying would not help
+    REJECTED = "rejected"  # the receiver answered 4xx (not 408 or 429): retrying would not help
     REDIRECTED = "redirected"  # 3xx: the webhook URL is wrong; the bridge does not follow redirects
-    MAX_ATTEMPTS = "max_attempts"  # every attempt timed out, failed to connect, or got 5xx/429
-    INVALID_EVENT = "invalid_event"  # the record is not an intervention event of this major version
+    MAX_ATTEMPTS = "max_attempts"  # every attempt timed out, failed to connect, or got 5xx/408/429
+    TOMBSTONE = "tombstone"  # the record has no value (null)
+    INVALID_ENCODING = "invalid_encoding"  # the value is not UTF-8
+    INVALID_JSON = "invalid_json"  # the value is not JSON (or nested too deeply to read)
+    UNSUPPORTED_SCHEMA_VERSION = "unsupported_schema_version"  # an event of another major version
+    INVALID_EVENT = "invalid_event"  # JSON, but not an intervention event of this major version
+    INTERNAL_ERROR = "internal_error"  # a defect met while handling this record: kept, never lost
 
 
 class WebhookDeadLetter(BaseModel):
-    """An intervention the webhook bridge could not deliver (topic `reconnect.webhook-dead-letter.v1`)."""
+    """A record the webhook bridge could not deliver (topic `reconnect.webhook-dead-letter.v1`): an
+    intervention the receiver refused or never accepted, or a record that is not an intervention."""
 
     schema_version: int = WEBHOOK_DEAD_LETTER_SCHEMA_VERSION
     reason: WebhookFailure
-    detail: str = Field(description="A sentence: what happened on the last attempt.")
+    detail: str = Field(description="A sentence: what happened on the last attempt, or why the record could not be "
+                        "read. Never the record's content (that is in `raw`).")
     event_id: str | None = Field(None, description="The intervention's event_id (idempotency key), when readable.")
     attempts: int = Field(ge=0, description="HTTP attempts made (0 for a record that was not a valid event).")
     last_status: int | None = Field(None, description="HTTP status of the last attempt; null if it got no response.")
     last_error: str | None = Field(
-        None, description="timeout, connection_error, ... when the last attempt had no response.")
+        None, description="timeout or connection_error when the last attempt had no response.")
     webhook_host: str | None = Field(
         None, description="Host of the webhook (never the path or query, which may hold tokens).")
     raw: str = Field(
-        description="The record value exactly as published (UTF-8, or base64 when not text), truncated if huge.")
+        description="The record value exactly as published (UTF-8, or base64 when not text), truncated if huge; "
+        "empty for a tombstone.")
     raw_encoding: str = "utf-8"
     raw_bytes: int
     raw_sha256: str
