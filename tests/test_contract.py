@@ -11,17 +11,23 @@ from pathlib import Path
 import pytest
 from jsonschema import Draft202012Validator
 
-from schemas.asyncapi import CONTRACT_VERSION, TOPICS, VERSIONING_POLICY, asyncapi_document
+from schemas.asyncapi import (
+    CONTRACT_VERSION,
+    TOPICS,
+    VERSIONING_POLICY,
+    WEBHOOK_DELIVERY_VERSION,
+    WEBHOOK_SIGNING,
+    asyncapi_document,
+)
 from schemas.deadletter import dead_letter
-from schemas.events import EVENT_SCHEMA_VERSION, InterventionKind
+from schemas.events import EVENT_SCHEMA_VERSION, InterventionEvent, InterventionKind, ReasonCode, SupportAction
 from schemas.export import ASYNCAPI_FILENAME, CONTRACTS, write_schemas
 from schemas.marks import MarkRejected, RejectReason
 from schemas.outcomes import OutcomeEvent, WebhookDeadLetter, WebhookFailure
-from streams.bridge import DEFAULT_TOPIC_WEBHOOK_DEAD_LETTER, signed_headers
 from streams.settings import Settings
+from streams.webhook.signing import WebhookSecret, signature_headers
 from tests.conftest import MONDAY, mark
 from tests.stack import REPO
-from tests.test_bridge import sample_event
 
 COMMITTED = REPO / "schemas" / "json"
 REGENERATE = ("run `reconnect schema --out schemas/json` (or `python -m streams.cli schema --out schemas/json`) "
@@ -29,10 +35,30 @@ REGENERATE = ("run `reconnect schema --out schemas/json` (or `python -m streams.
               "(additive within a major version; anything else is a new major on a new topic)")
 
 
+def sample_event(i: int, kind: InterventionKind) -> InterventionEvent:
+    """An event built by the code the worker uses. (Move to a shared `make_event` fixture in
+    tests/conftest.py: tests/webhook/conftest.py has it, for the webhook tests.)"""
+    from models.explain import build_event
+    from models.features import FEATURE_NAMES
+    from schemas.events import WindowSummary
+
+    stats = WindowSummary(
+        latest_date=MONDAY, possible_10=10, attended_10=5 + i % 5, possible_20=20, attended_20=12, possible_40=40,
+        attended_40=28, possible_ytd=60, attended_ytd=48, earlier_possible=20, earlier_attended=20,
+        current_absence_run=2, longest_absence_run_40=4, absence_spells_40=3, unauthorised_40=4, health_40=2,
+        late_20=1, late_previous_20=0, monday_friday_absences_40=5, am_possible_40=20, am_absences_40=7,
+        pm_possible_40=20, pm_absences_40=5, sessions_since_full_week=14,
+    )
+    return build_event(kind=kind, tier=1 + i % 3, escalation=False, score=0.6, pupil_id=f"SCHK-P{i:04d}",
+                       school_id="SCHK", as_of=MONDAY, stats=stats, contributions=[0.1] * len(FEATURE_NAMES),
+                       model_version="test-model", rate_at_alert=0.6)
+
+
 def samples() -> dict[str, list[dict]]:
     """Real messages of every contract, built by the code that produces them."""
-    event = sample_event(3)
-    improving = sample_event(4, kind=InterventionKind.IMPROVING)
+    event = sample_event(3, InterventionKind.CONCERN)
+    improving = sample_event(4, InterventionKind.IMPROVING)
+    health = sample_event(5, InterventionKind.HEALTH_NEEDS)
     letter = dead_letter(MarkRejected(RejectReason.UNKNOWN_CODE, "code 'ZZ' is not a DfE code"),
                          "SCH1,P1,2025-09-08,AM,ZZ", stage="ingest", source_file="marks.csv", line=7)
     binary = dead_letter(MarkRejected(RejectReason.INVALID_ENCODING, "not UTF-8"), b"\xff\xfe", stage="worker",
@@ -48,14 +74,21 @@ def samples() -> dict[str, list[dict]]:
         raw_sha256="0" * 64, topic="reconnect.interventions.v1", partition=0, offset=5,
         first_attempt_at=dt.datetime(2025, 10, 1, tzinfo=dt.timezone.utc),
         dead_lettered_at=dt.datetime(2025, 10, 1, 0, 0, 1, tzinfo=dt.timezone.utc))
+    unreadable = WebhookDeadLetter(
+        reason=WebhookFailure.TOMBSTONE, detail="the record has no value (a tombstone)", attempts=0, raw="",
+        raw_bytes=0, raw_sha256="e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+        topic="reconnect.interventions.v1", partition=1, offset=9,
+        dead_lettered_at=dt.datetime(2025, 10, 1, tzinfo=dt.timezone.utc))
     return {
         "register-mark.v1.schema.json": [json.loads(mark("P1", MONDAY, "AM", "/").to_wire()),
                                          json.loads(mark("P2", MONDAY, "PM", "L").to_wire())],
         "intervention-event.v1.schema.json": [json.loads(event.model_dump_json()),
-                                              json.loads(improving.model_dump_json())],
+                                              json.loads(improving.model_dump_json()),
+                                              json.loads(health.model_dump_json())],
         "dead-letter.v1.schema.json": [json.loads(letter.model_dump_json()), json.loads(binary.model_dump_json())],
         "outcome-event.v1.schema.json": [json.loads(outcome.to_wire()), json.loads(bare_outcome.to_wire())],
-        "webhook-dead-letter.v1.schema.json": [json.loads(undelivered.model_dump_json())],
+        "webhook-dead-letter.v1.schema.json": [json.loads(undelivered.model_dump_json()),
+                                               json.loads(unreadable.model_dump_json())],
     }
 
 
@@ -133,10 +166,8 @@ def test_asyncapi_document_is_complete_and_its_payloads_validate_real_messages()
     assert TOPICS["marks"] == defaults["topic_marks"].default
     assert TOPICS["interventions"] == defaults["topic_interventions"].default
     assert TOPICS["deadLetter"] == defaults["topic_dead_letter"].default
-    assert TOPICS["webhookDeadLetter"] == DEFAULT_TOPIC_WEBHOOK_DEAD_LETTER
-    for field, key in (("topic_outcomes", "outcomes"), ("topic_webhook_dead_letter", "webhookDeadLetter")):
-        if field in defaults:  # once the lead has added the setting
-            assert TOPICS[key] == defaults[field].default
+    assert TOPICS["outcomes"] == defaults["topic_outcomes"].default
+    assert TOPICS["webhookDeadLetter"] == defaults["topic_webhook_dead_letter"].default
     kafka_channels = {name: c for name, c in document["channels"].items() if c["address"]}
     assert {c["address"] for c in kafka_channels.values()} == set(TOPICS.values())
     assert all(c["address"].endswith(f".v{EVENT_SCHEMA_VERSION}") for c in kafka_channels.values())
@@ -172,16 +203,33 @@ def test_asyncapi_document_is_complete_and_its_payloads_validate_real_messages()
             if "headers" in message:
                 headers = Draft202012Validator({**message["headers"], "components": document["components"]})
                 body = json.dumps(instances[0]).encode()
-                signed = signed_headers("secret", body, instances[0]["event_id"], 1)
+                rotating = [WebhookSecret.generate(), WebhookSecret.generate()]
+                signed = {"Content-Type": "application/json",
+                          **signature_headers(rotating, instances[0]["event_id"], body)}
                 assert headers.is_valid(signed), list(headers.iter_errors(signed))
-                assert not headers.is_valid({k: v for k, v in signed.items() if k != "X-Reconnect-Signature"})
+                for name in ("webhook-id", "webhook-timestamp", "webhook-signature"):
+                    assert not headers.is_valid({k: v for k, v in signed.items() if k != name}), name
+                assert not headers.is_valid({**signed, "webhook-signature": "sha256=" + "0" * 64})
+                assert message["x-webhook-delivery-version"] == WEBHOOK_DELIVERY_VERSION
 
 
 def test_versioning_policy_is_stated():
     document = json.loads((COMMITTED / ASYNCAPI_FILENAME).read_text())
     description = document["info"]["description"]
-    assert VERSIONING_POLICY in description
+    assert VERSIONING_POLICY in description and WEBHOOK_SIGNING in description
     for phrase in ("additive only", "new major version on a new topic", "schema_version",
-                   "reconnect.interventions.v2", "X-Reconnect-Signature", "Idempotency-Key"):
+                   "reconnect.interventions.v2", "must ignore kinds they do not know", "health_needs",
+                   "Standard Webhooks", "webhook-id", "webhook-timestamp", "webhook-signature", "whsec_",
+                   "Breaking for receivers: yes", "Roll-out", f"delivery version {WEBHOOK_DELIVERY_VERSION}"):
         assert phrase in description, phrase
     assert Path(REPO / "schemas" / "asyncapi.py").read_text().count("Versioning policy") == 1
+
+
+def test_the_values_the_policy_names_exist():
+    """The policy's example of an additive change names real values (it drifts otherwise)."""
+    assert InterventionKind.HEALTH_NEEDS.value in VERSIONING_POLICY
+    for value in ("extended_illness",):
+        assert value in {code.value for code in ReasonCode} and value in VERSIONING_POLICY
+    for value in ("work_sent_home", "health_needs_education_conversation"):
+        assert value in {action.value for action in SupportAction} and value in VERSIONING_POLICY
+    assert int(CONTRACT_VERSION.split(".")[1]) >= 1  # health_needs came in a minor version
