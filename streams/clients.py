@@ -24,6 +24,11 @@ from streams.settings import Settings
 MAX_REQUEST_BYTES = 8 * 1024 * 1024
 
 
+def connect_ms(settings: Settings) -> int:
+    """How long a kafka-python client waits for the brokers (else 30 s): the settings' retry window."""
+    return max(int(settings.broker_connect_retry_s * 1000), 1000)
+
+
 class ProducerRole(StrEnum):
     BULK = "bulk"
     RECORDS = "records"
@@ -42,7 +47,8 @@ def producer_options(settings: Settings, role: ProducerRole) -> dict[str, Any]:
         "max_request_size": MAX_REQUEST_BYTES,
         "request_timeout_ms": settings.producer_request_timeout_ms,
         # Blocks a send while the broker is unreachable, as long as clients retry at start.
-        "max_block_ms": int(settings.broker_connect_retry_s * 1000),
+        "max_block_ms": connect_ms(settings),
+        "bootstrap_timeout_ms": connect_ms(settings),
     }
 
 
@@ -70,6 +76,7 @@ def consumer_options(settings: Settings, *, group_id: str | None, role: str) -> 
         "fetch_max_bytes": settings.consumer_fetch_max_bytes,
         "max_partition_fetch_bytes": settings.consumer_max_partition_fetch_bytes,
     }
+    options["bootstrap_timeout_ms"] = connect_ms(settings)
     if settings.consumer_max_poll_records is not None:
         options["max_poll_records"] = settings.consumer_max_poll_records
     return options

@@ -67,7 +67,7 @@ def read_dead_letters(settings: Settings, *, timeout_s: float = 60.0) -> Iterato
     mark seen when reading (taken from fetch responses: right on Kafka and on the embedded
     broker, whose ListOffsets end offset can be low)."""
     topic = settings.topic_dead_letter
-    consumer = kafka_consumer(settings, group_id=None, role="dead-letters", bootstrap_timeout_ms=_connect_ms(settings))
+    consumer = kafka_consumer(settings, group_id=None, role="dead-letters")
     try:
         partitions = consumer.partitions_for_topic(topic)
         if not partitions:
@@ -87,11 +87,6 @@ def read_dead_letters(settings: Settings, *, timeout_s: float = 60.0) -> Iterato
                 raise TimeoutError(f"no progress reading {topic} to its end for {timeout_s:.0f}s")
     finally:
         consumer.close()
-
-
-def _connect_ms(settings: Settings) -> int:
-    # kafka-python waits 30 s for its first connection unless told: use the settings' retry window.
-    return max(int(settings.broker_connect_retry_s * 1000), 1000)
 
 
 def _caught_up(consumer, tp: TopicPartition) -> bool:
@@ -254,7 +249,7 @@ def replay(settings: Settings, letters: Iterable[StoredLetter], *, dry_run: bool
     broker_down: BaseException | None = None
     if own_producer:
         try:
-            producer = kafka_producer(settings, ProducerRole.BULK, bootstrap_timeout_ms=_connect_ms(settings))
+            producer = kafka_producer(settings, ProducerRole.BULK)
         except KafkaError as exc:
             broker_down = exc
     try:

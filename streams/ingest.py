@@ -89,7 +89,7 @@ def ingest_file(path: Path, settings: Settings, *, producer=None, today: dt.date
     broker_down: str | None = None
     if own_producer:
         try:
-            producer = kafka_producer(settings, ProducerRole.BULK, bootstrap_timeout_ms=_connect_ms(settings))
+            producer = kafka_producer(settings, ProducerRole.BULK)
         except KafkaError as exc:
             broker_down = f"{type(exc).__name__}: {exc}"
     try:
@@ -113,11 +113,6 @@ def ingest_file(path: Path, settings: Settings, *, producer=None, today: dt.date
         if own_producer and producer is not None:
             producer.close()
     return report
-
-
-def _connect_ms(settings: Settings) -> int:
-    # kafka-python waits 30 s for its first connection unless told: use the settings' retry window.
-    return max(int(settings.broker_connect_retry_s * 1000), 1000)
 
 
 def _chain(first: CsvRow | None, rest):

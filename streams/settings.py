@@ -127,7 +127,8 @@ class Settings(BaseSettings):
     # -- the webhook bridge ----------------------------------------------------------------
     webhook_url: str | None = Field(None, description="The pastoral system's webhook for `reconnect bridge`.")
     webhook_secret: SecretStr | None = Field(
-        None, description="Standard Webhooks signing secret (whsec_ + base64) shared with the receiver.")
+        None, description="Standard Webhooks signing secret, whsec_ + base64, shared with the receiver; during a "
+        "rotation several, separated by whitespace, the newest first. Or `--secret-file`.")
     webhook_max_attempts: int = Field(10, ge=1, description="Delivery attempts before an event is dead-lettered.")
     webhook_backoff_base_s: float = Field(0.5, ge=0)
     webhook_backoff_max_s: float = Field(60.0, ge=0)
