@@ -93,11 +93,10 @@ async def _bare_consume(bootstrap: str, topic: str, count: int) -> float:
         await consumer.stop()
 
 
-def _faust_count(bootstrap: str, topic: str, count: int) -> float:
-    env = {**os.environ, "BENCH_BOOTSTRAP": bootstrap, "BENCH_TOPIC": topic, "BENCH_COUNT": str(count),
-           "BENCH_APP_ID": f"bench-count-{time.time_ns()}", "BENCH_WEB_PORT": str(free_port())}
-    run = subprocess.run([sys.executable, "-m", "devtools.benchcount", "worker", "-l", "warn"], cwd=REPO, env=env,
-                         capture_output=True, text=True, timeout=900)
+def _faust_count(bootstrap: str, topic: str, count: int, event_loop: str = "uvloop") -> float:
+    run = subprocess.run([sys.executable, "-m", "devtools.benchcount", "--bootstrap", bootstrap, "--topic", topic,
+                          "--count", str(count), "--web-port", str(free_port()), "--event-loop", event_loop],
+                         cwd=REPO, capture_output=True, text=True, timeout=900)
     for line in (run.stdout + run.stderr).splitlines():
         if "BENCH_RESULT" in line:
             return float(line.split("seconds=")[1].split()[0])
