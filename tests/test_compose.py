@@ -33,11 +33,11 @@ SCHEMA_FILE = Path(__file__).parent / "data" / "compose_spec.json"
 COMPOSE_SCHEMA_SHA256 = "0dc04bd346dcfee1b1419628fff79937bbf076925f298f272a2b490e2b112bac"
 
 # The `reconnect` subcommands the stack may run (they must also exist in streams.cli).
-RECONNECT_COMMANDS = {("worker",), ("topics", "create")}
+RECONNECT_COMMANDS = {("worker",), ("topics", "create"), ("caseload",)}
 WORKER_WEB_PORT = "6066"
-LONG_RUNNING = {"kafka", "worker", "prometheus", "grafana"}
+LONG_RUNNING = {"kafka", "worker", "caseload", "postgres", "prometheus", "grafana"}
 ONE_SHOT = {"topics-init"}
-REQUIRED_VARS = {"GRAFANA_ADMIN_PASSWORD"}   # ${VAR:?...}: no default on purpose
+REQUIRED_VARS = {"GRAFANA_ADMIN_PASSWORD", "CASELOAD_DB_PASSWORD", "CASELOAD_SESSION_SECRET"}  # ${VAR:?...}: no default
 TEST_SECRET = "not-a-real-password"
 
 
@@ -148,8 +148,8 @@ def env_example() -> dict[str, str]:
 @pytest.fixture(scope="module")
 def compose(raw, env_example) -> dict:
     """The compose file as `docker compose config` would see it with .env.example copied to .env
-    (and the one required secret filled in)."""
-    return interpolate_tree(raw, {**env_example, "GRAFANA_ADMIN_PASSWORD": TEST_SECRET})
+    (and the required secrets filled in)."""
+    return interpolate_tree(raw, {**env_example, **{name: TEST_SECRET for name in REQUIRED_VARS}})
 
 
 @pytest.fixture(scope="module")
@@ -231,7 +231,7 @@ def test_env_example_values_match_compose_defaults(raw, env_example):
 
 
 def test_interpolation_resolves_with_env_example_values(raw, env_example, compose):
-    # The only gap .env.example leaves is the secret compose insists on.
+    # The only gaps .env.example leaves are the secrets compose insists on.
     with pytest.raises(InterpolationError) as missing:
         interpolate_tree(raw, env_example)
     assert missing.value.name in REQUIRED_VARS
@@ -239,7 +239,7 @@ def test_interpolation_resolves_with_env_example_values(raw, env_example, compos
     # Resolved, nothing is left to substitute.
     assert not variables_in(compose)
     # And every default alone (no .env at all) resolves too.
-    interpolate_tree(raw, {"GRAFANA_ADMIN_PASSWORD": TEST_SECRET})
+    interpolate_tree(raw, {name: TEST_SECRET for name in REQUIRED_VARS})
 
 
 def test_interpolation_semantics():
@@ -282,6 +282,7 @@ def test_images_are_pinned(compose):
     assert compose["services"]["kafka"]["image"].startswith("apache/kafka:")
     assert compose["services"]["prometheus"]["image"].startswith("prom/prometheus:")
     assert compose["services"]["grafana"]["image"].startswith("grafana/grafana:")
+    assert compose["services"]["postgres"]["image"].startswith("postgres:")
 
 
 def test_kafka_is_a_single_kraft_node_with_a_durable_volume(compose):
@@ -364,6 +365,24 @@ def test_reconnect_containers_agree_with_settings(compose):
                 assert getattr(parsed, field) == getattr(baseline, field), f"{service}: {key}={value!r}"
 
 
+def test_caseload_container_agrees_with_its_settings(compose):
+    """The caseload reads RECONNECT_CASELOAD_* (and the shared Kafka and topic names): every such variable
+    it is given is one of its settings and parses; its database password never sits in the URL."""
+    from caseload.settings import CaseloadSettings
+
+    env = compose["services"]["caseload"]["environment"]
+    own = {f"RECONNECT_CASELOAD_{name.upper()}" for name in CaseloadSettings.model_fields}
+    unknown = {key for key in env if key.startswith("RECONNECT_CASELOAD_")} - own
+    assert not unknown, f"caseload is given variables caseload/settings.py does not read: {sorted(unknown)}"
+    settings = CaseloadSettings(_env_file=None, **{key.removeprefix("RECONNECT_CASELOAD_").lower(): value
+                                                   for key, value in env.items() if key in own})
+    assert settings.database_url.startswith("postgresql+psycopg://") and TEST_SECRET not in settings.database_url
+    assert settings.bind == "0.0.0.0" and settings.cookie_secure
+    assert env["PGPASSWORD"] == TEST_SECRET == compose["services"]["postgres"]["environment"]["POSTGRES_PASSWORD"]
+    assert compose["services"]["caseload"]["depends_on"]["postgres"] == {"condition": "service_healthy"}
+    assert "ports" not in compose["services"]["postgres"], "only the caseload talks to its database"
+
+
 # ---- commands, the image and its build context --------------------------------------------------
 
 def _dockerfile_instructions() -> list[tuple[str, str]]:
@@ -412,7 +431,7 @@ def _commands(compose) -> dict[str, tuple[str, ...]]:
 
 def test_services_run_known_reconnect_commands(compose):
     commands = _commands(compose)
-    assert commands == {"worker": ("worker",), "topics-init": ("topics", "create")}
+    assert commands == {"worker": ("worker",), "topics-init": ("topics", "create"), "caseload": ("caseload",)}
     assert set(commands.values()) <= RECONNECT_COMMANDS
     for name in commands:
         assert compose["services"][name]["build"]["context"] == "."
