@@ -29,7 +29,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from caseload.settings import CaseloadSettings
 from caseload.store import apply_event, apply_marks
 from schemas.events import InterventionEvent
-from schemas.marks import MarkRejected, RegisterMark, parse_mark_json
+from schemas.marks import MarkLimits, MarkRejected, RegisterMark, parse_mark_json
 from schemas.outcomes import ID_REGEX
 
 log = logging.getLogger(__name__)
@@ -81,11 +81,11 @@ def read_event(value: bytes | None) -> InterventionEvent:
     return event
 
 
-def read_mark(value: bytes | None) -> RegisterMark:
+def read_mark(value: bytes | None, limits: MarkLimits) -> RegisterMark:
     if not value:
         raise Unreadable("empty record")
     try:
-        return parse_mark_json(value)
+        return parse_mark_json(value, limits=limits)
     except MarkRejected as rejection:
         raise Unreadable(f"not a usable mark ({rejection.reason.value})") from None
 
@@ -99,6 +99,7 @@ class RecordHandler:
         self.sessions = sessions
         self.clock = clock
         self.counts: Counter[str] = Counter()
+        self.mark_limits = settings.mark_limits()
         self._lock = threading.Lock()
 
     def count(self, key: str, n: int = 1) -> None:
@@ -118,7 +119,7 @@ class RecordHandler:
                     event = read_event(record.value)
                     counts[f"interventions_{apply_event(session, event, record.value.decode(), now).value}"] += 1
                 elif record.topic == self.settings.topic_marks:
-                    marks.append(read_mark(record.value))
+                    marks.append(read_mark(record.value, self.mark_limits))
                 else:
                     raise Unreadable("record from a topic the caseload does not read")
             except Unreadable as problem:

@@ -7,6 +7,7 @@ the topic names (`RECONNECT_TOPIC_MARKS`, ...) and the consumer timing. `None` m
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import os
 import secrets
@@ -16,7 +17,7 @@ from pathlib import Path
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from schemas import topics
+from schemas import marks, topics
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 VAR_DIR = REPO_ROOT / "var"
@@ -101,6 +102,21 @@ class CaseloadSettings(BaseSettings):
 
     log_level: str = Field("info", validation_alias=_alias("log_level", "RECONNECT_LOG_LEVEL"))
 
+    # -- what a mark may be: read under the worker's names, so both accept the same marks ----
+    max_message_bytes: int = Field(
+        marks.DEFAULT_MAX_MESSAGE_BYTES, ge=256, validation_alias=_alias("max_message_bytes", "RECONNECT_MAX_MESSAGE_BYTES"))
+    max_json_depth: int = Field(
+        marks.DEFAULT_MAX_JSON_DEPTH, ge=2, le=64, validation_alias=_alias("max_json_depth", "RECONNECT_MAX_JSON_DEPTH"))
+    max_future_days: int | None = Field(
+        marks.DEFAULT_MAX_FUTURE_DAYS, ge=0, validation_alias=_alias("max_future_days", "RECONNECT_MAX_FUTURE_DAYS"))
+    recorded_at_max_skew_s: float = Field(
+        marks.DEFAULT_RECORDED_AT_MAX_SKEW.total_seconds(), ge=0,
+        validation_alias=_alias("recorded_at_max_skew_s", "RECONNECT_RECORDED_AT_MAX_SKEW_S"))
+    recorded_at_floor: dt.date = Field(
+        marks.EARLIEST_DATE, validation_alias=_alias("recorded_at_floor", "RECONNECT_RECORDED_AT_FLOOR"))
+    pupil_id_pattern: str = Field(
+        marks.DEFAULT_PUPIL_ID_PATTERN, validation_alias=_alias("pupil_id_pattern", "RECONNECT_PUPIL_ID_PATTERN"))
+
     @field_validator("session_secret", mode="before")
     @classmethod
     def _blank_is_none(cls, value):
@@ -120,6 +136,13 @@ class CaseloadSettings(BaseSettings):
     @property
     def bootstrap_list(self) -> list[str]:
         return [server.strip() for server in self.kafka_bootstrap_servers.split(",") if server.strip()]
+
+    def mark_limits(self) -> marks.MarkLimits:
+        return marks.MarkLimits(
+            max_future_days=self.max_future_days, max_message_bytes=self.max_message_bytes,
+            max_json_depth=self.max_json_depth, recorded_at_max_skew=dt.timedelta(seconds=self.recorded_at_max_skew_s),
+            recorded_at_floor=self.recorded_at_floor, pupil_id_pattern=self.pupil_id_pattern,
+        )
 
     @property
     def is_sqlite(self) -> bool:
