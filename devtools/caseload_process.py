@@ -9,25 +9,22 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
-import sys
-import time
 import urllib.error
 import urllib.request
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from devtools.broker import free_port
+from devtools.harness import ChildProcess, reconnect_command, run_command
 from streams.settings import REPO_ROOT as REPO
 
 
-@dataclass
-class CaseloadProcess:
-    env: dict[str, str]  # e.g. devtools.harness.isolated_env(...) plus any RECONNECT_CASELOAD_* settings
-    workdir: Path
-    port: int = field(default_factory=free_port)
-    process: subprocess.Popen | None = None
+class CaseloadProcess(ChildProcess):
+    """`reconnect caseload` on a free port with its database and session secret in `workdir`."""
+
+    def __init__(self, env: dict[str, str], workdir: Path, *, port: int | None = None) -> None:
+        super().__init__(workdir)
+        self.env = env  # e.g. devtools.harness.isolated_env(...) plus any RECONNECT_CASELOAD_* settings
+        self.port = port or free_port()
 
     @property
     def url(self) -> str:
@@ -42,30 +39,23 @@ class CaseloadProcess:
             "RECONNECT_CASELOAD_SESSION_SECRET_FILE": str(self.workdir / "caseload-session.key"),
             "RECONNECT_CASELOAD_COOKIE_SECURE": "false",
         }
-        return {**os.environ, **local, **self.env}
-
-    def _command(self, *args: str) -> list[str]:
-        return [sys.executable, "-m", "caseload", *args]
+        return {**local, **self.env}
 
     def start(self) -> CaseloadProcess:
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        self.log_path = self.workdir / f"caseload-{self.port}.log"
-        self.process = subprocess.Popen(
-            self._command(), cwd=REPO, env=self.child_env, stdout=open(self.log_path, "wb"),
-            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
-        )
+        self.spawn(reconnect_command("caseload"), env=self.child_env, cwd=REPO, log_name=f"caseload-{self.port}.log")
         return self
 
     def run(self, *args: str, input_text: str | None = None) -> str:
         """Run a `caseload` subcommand against the same database; returns its output, fails loudly."""
-        done = subprocess.run(self._command(*args), cwd=REPO, env=self.child_env, input=input_text, text=True,
-                              capture_output=True, timeout=120)
+        done = run_command(reconnect_command("caseload", *args), env=self.child_env, input_text=input_text,
+                           timeout=120)
         if done.returncode != 0:
             raise RuntimeError(f"caseload {args[0]} failed ({done.returncode}):\n{done.stdout}{done.stderr}")
         return done.stdout
 
     def add_user(self, username: str, password: str, role: str, schools: list[str]) -> str:
         secret = self.workdir / f".password-{username}"
+        self.workdir.mkdir(parents=True, exist_ok=True)
         descriptor = os.open(secret, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
             handle.write(password + "\n")
@@ -87,34 +77,9 @@ class CaseloadProcess:
 
     def wait_ready(self, timeout: float = 90, consuming: bool = True) -> dict:
         """Wait for /healthz to answer 200 (and, by default, the consumer to be running)."""
-        deadline = time.monotonic() + timeout
-        last: dict = {}
-        while time.monotonic() < deadline:
-            assert self.process and self.process.poll() is None, f"caseload exited:\n{self.log_tail()}"
-            try:
-                status, last = self.health()
-                if status == 200 and (not consuming or last.get("consumer") == "running"):
-                    return last
-            except OSError:
-                pass
-            time.sleep(0.3)
-        raise AssertionError(f"caseload not ready in {timeout}s (last health {last}):\n{self.log_tail()}")
 
-    def log_tail(self, lines: int = 40) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except (OSError, AttributeError):
-            return "(no log)"
+        def healthy():
+            status, health = self.health()
+            return health if status == 200 and (not consuming or health.get("consumer") == "running") else None
 
-    def kill(self) -> None:
-        if self.process and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(timeout=10)
-
-    def stop(self, timeout: float = 20) -> None:
-        if self.process and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.kill()
+        return self.wait_until_answering(healthy, timeout, "the caseload to be ready")

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import datetime as dt
 import shutil
-import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -18,7 +16,7 @@ from collections import Counter
 from rich.console import Console
 
 from devtools.broker import EmbeddedBroker
-from devtools.harness import WorkerProcess
+from devtools.harness import WorkerProcess, reconnect_command, run_command
 from streams.settings import REPO_ROOT, Settings
 
 console = Console(highlight=False)
@@ -38,7 +36,7 @@ def _ensure_model(settings: Settings) -> None:
                       f"alert threshold {model.policy.enter_score:.2f})")
     except ModelCompatibilityError as exc:
         console.print(f"[yellow]{exc}[/]\nTraining a model first (about a minute)...")
-        subprocess.run([sys.executable, "-m", "streams.cli", "train"], check=True, cwd=REPO_ROOT)
+        run_command(reconnect_command("train"), timeout=3600).check_returncode()
 
 
 def _totals(worker: WorkerProcess) -> Counter[str]:

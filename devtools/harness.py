@@ -14,7 +14,6 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
@@ -87,33 +86,93 @@ def metric_sum(values: dict[str, float], name: str) -> float:
     return sum(v for k, v in values.items() if k == name or k.startswith(name + "{"))
 
 
-@dataclass
-class WorkerProcess:
-    """A real `reconnect worker` in its own process group, on the embedded-broker profile, with
-    its own web port and a fresh API token that `get`/`post` send."""
+def reconnect_command(*args: str) -> list[str]:
+    """The `reconnect` command line run with this interpreter (a test's venv, a fresh clone's)."""
+    return [sys.executable, "-m", "streams.cli", *args]
 
-    env: dict[str, str]
-    workdir: Path
-    web_port: int = field(default_factory=free_port)
-    api_token: str = field(default_factory=lambda: secrets.token_urlsafe(24))
-    cwd: Path = REPO
-    data_dir: Path | None = None  # default: a fresh directory under workdir
-    process: subprocess.Popen | None = None
+
+def run_command(command: list[str], *, env: dict[str, str] | None = None, cwd: Path = REPO, timeout: float = 300,
+                input_text: str | None = None) -> subprocess.CompletedProcess:
+    """Run a one-shot command (ingest, add-user, ...) to completion, its output captured."""
+    return subprocess.run(command, cwd=cwd, env={**os.environ, **(env or {})}, input=input_text, text=True,
+                          capture_output=True, timeout=timeout)
+
+
+class ChildProcess:
+    """A long-running process of ours (a worker, the caseload): its own session, its output in a
+    log file, stopped with its whole process group. The one way tools, tests and the demo run them."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = Path(workdir)
+        self.process: subprocess.Popen | None = None
+        self.log_path: Path | None = None
+
+    def spawn(self, command: list[str], *, env: dict[str, str], cwd: Path, log_name: str) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.log_path = self.workdir / log_name
+        self.process = subprocess.Popen(command, cwd=cwd, env={**os.environ, **env}, stdout=open(self.log_path, "wb"),
+                                        stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def wait_until_answering(self, probe, timeout: float, what: str):
+        """Poll `probe` (connection errors count as "not yet") until it returns something truthy."""
+
+        def answered():
+            assert self.alive(), f"{what}: the process exited:\n{self.log_tail()}"
+            try:
+                return probe()
+            except OSError:
+                return None
+
+        try:
+            return wait_until(answered, timeout=timeout, interval=0.3, what=what)
+        except AssertionError as error:
+            raise AssertionError(f"{error}\n{self.log_tail()}") from None
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except (OSError, AttributeError):
+            return "(no log)"
+
+    def kill(self) -> None:
+        if self.alive():
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=10)
+
+    def stop(self, timeout: float = 20) -> None:
+        if self.alive():
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+class WorkerProcess(ChildProcess):
+    """A real `reconnect worker` on the embedded-broker profile, with its own web port and a fresh API
+    token that `get`/`post` send."""
+
+    def __init__(self, env: dict[str, str], workdir: Path, *, cwd: Path = REPO, data_dir: Path | None = None,
+                 web_port: int | None = None) -> None:
+        super().__init__(workdir)
+        self.env, self.cwd, self.data_dir = env, cwd, data_dir
+        self.web_port = web_port or free_port()
+        self.api_token = secrets.token_urlsafe(24)
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.web_port}"
 
     def start(self) -> WorkerProcess:
-        env = {**os.environ, "RECONNECT_BROKER_PROFILE": "embedded", **self.env,
+        env = {"RECONNECT_BROKER_PROFILE": "embedded", **self.env,
                "RECONNECT_WEB_PORT": str(self.web_port), "RECONNECT_API_TOKEN": self.api_token,
                "RECONNECT_DATA_DIR": str(self.data_dir or self.workdir / f"faust-{self.web_port}"),
                "RECONNECT_METRICS_INTERVAL_S": "1"}
-        self.log_path = self.workdir / f"worker-{self.web_port}.log"
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "streams.cli", "worker", "--loglevel", "warning"], cwd=self.cwd, env=env,
-            stdout=open(self.log_path, "wb"), stderr=subprocess.STDOUT, start_new_session=True,
-        )
+        self.spawn(reconnect_command("worker", "--loglevel", "warning"), env=env, cwd=self.cwd,
+                   log_name=f"worker-{self.web_port}.log")
         return self
 
     def request(self, method: str, path: str, body: bytes | None = None, *, token: str | None = "",
@@ -140,16 +199,7 @@ class WorkerProcess:
         return self.request("POST", path, body, token=token, content_type=content_type)
 
     def wait_ready(self, timeout: float = 120) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.process and self.process.poll() is None, f"worker exited:\n{self.log_tail()}"
-            try:
-                if self.get("/readyz")[0] == 200:
-                    return
-            except OSError:
-                pass
-            time.sleep(0.5)
-        raise AssertionError(f"worker not ready in {timeout}s:\n{self.log_tail()}")
+        self.wait_until_answering(lambda: self.get("/readyz")[0] == 200, timeout, "the worker to be ready")
 
     def metrics(self) -> dict[str, float]:
         return metric_values(self.get("/metrics")[1])
@@ -158,35 +208,10 @@ class WorkerProcess:
         return json.loads(self.get("/state")[1])
 
     def wait_consumed(self, count: int, timeout: float = 180) -> dict[str, float]:
-        """Wait until the worker has read `count` marks and finished every batch it read."""
-        deadline = time.monotonic() + timeout
-        values: dict[str, float] = {}
-        while time.monotonic() < deadline:
-            values = self.metrics()
-            if metric_sum(values, "reconnect_marks_consumed_total") >= count:
-                return values
-            time.sleep(0.5)
-        raise AssertionError(f"worker consumed {metric_sum(values, 'reconnect_marks_consumed_total')} "
-                             f"of {count} in {timeout}s:\n{self.log_tail()}")
-
-    def log_tail(self, lines: int = 40) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return "(no log)"
-
-    def kill(self) -> None:
-        if self.process and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(timeout=10)
-
-    def stop(self, timeout: float = 20) -> None:
-        if self.process and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.kill()
+        """Wait until the worker has read `count` marks (each batch is counted once it is handled)."""
+        return self.wait_until_answering(
+            lambda: (lambda values: values if metric_sum(values, "reconnect_marks_consumed_total") >= count else None)(
+                self.metrics()), timeout, f"the worker to read {count} marks")
 
 
 def marks_messages(path: Path) -> list[tuple[bytes, bytes]]:

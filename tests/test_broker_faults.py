@@ -3,15 +3,22 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import time
 import uuid
 
 import pytest
 
 from devtools.broker import EmbeddedBroker, free_port
-from devtools.harness import REPO, WorkerProcess, create_topics, isolated_env, marks_messages, metric_sum, produce_raw
+from devtools.harness import (
+    WorkerProcess,
+    create_topics,
+    isolated_env,
+    marks_messages,
+    metric_sum,
+    produce_raw,
+    reconnect_command,
+    run_command,
+)
 from schemas.interchange import read_marks
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
@@ -22,8 +29,7 @@ def test_unreachable_broker_gives_a_clear_message_and_retries_not_a_traceback(tm
     env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}",
            "RECONNECT_BROKER_CONNECT_RETRY_S": "4", "RECONNECT_WEB_PORT": str(free_port()),
            "RECONNECT_DATA_DIR": str(tmp_path / "faust")}
-    run = subprocess.run([sys.executable, "-m", "streams.cli", "worker"], cwd=REPO, env=env,
-                         capture_output=True, text=True, timeout=120)
+    run = run_command(reconnect_command("worker"), env=env, timeout=120)
     output = run.stdout + run.stderr
     assert run.returncode != 0
     assert "Traceback" not in output

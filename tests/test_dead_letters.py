@@ -5,30 +5,34 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import re
 import subprocess
-import sys
 import uuid
 
 import pytest
 
+from devtools.harness import (
+    consume_all,
+    create_topics,
+    isolated_env,
+    produce_raw,
+    reconnect_command,
+    run_command,
+)
 from devtools.poison import CSV_HEADER, csv_line
-from schemas.deadletter import MAX_RAW_KEPT, DeadLetter, dead_letter
 from schemas import topics as topics_module
+from schemas.deadletter import MAX_RAW_KEPT, DeadLetter, dead_letter
 from schemas.marks import MarkLimits, MarkRejected, RejectReason, parse_mark_json
 from streams.deadletters import Selection, StoredLetter, describe, parse_since, rebuild
 from streams.settings import Settings
 from streams.topic_admin import topic_specs
-from tests.stack import REPO, consume_all, create_topics, isolated_env, produce_raw
 
 TODAY = dt.date.today()
 NOW = dt.datetime.now(dt.timezone.utc)
 
 
 def cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "streams.cli", *args], cwd=REPO, env={**os.environ, **env},
-                          capture_output=True, text=True, timeout=300)
+    return run_command(reconnect_command(*args), env=env)
 
 
 def row(pupil: str, *, days_ahead: int, code: str = "C", recorded: bool = True) -> dict[str, str]:

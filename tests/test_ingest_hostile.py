@@ -9,10 +9,8 @@ import base64
 import datetime as dt
 import hashlib
 import json
-import os
 import re
 import subprocess
-import sys
 import uuid
 from pathlib import Path
 
@@ -21,19 +19,30 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from devtools.broker import free_port
-from devtools.poison import CSV_HEADER, csv_line, poison_row_cases, poison_rows, valid_mark_fields
+from devtools.harness import (
+    consume_all,
+    create_topics,
+    isolated_env,
+    reconnect_command,
+    run_command,
+)
+from devtools.poison import (
+    CSV_HEADER,
+    csv_line,
+    poison_row_cases,
+    poison_rows,
+    valid_mark_fields,
+)
 from schemas.deadletter import MAX_RAW_KEPT, DeadLetter
 from schemas.interchange import read_marks
 from schemas.marks import RejectReason
 from streams.ingest import IngestExit, ingest_file
-from tests.stack import REPO, consume_all, create_topics, isolated_env
 
 SUMMARY = re.compile(r"read (\d+), published (\d+), rejected (\d+) \(to dead-letter\)")
 
 
 def run_ingest(path: Path, env: dict[str, str], *extra: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "streams.cli", "ingest", str(path), *extra], cwd=REPO,
-                          env={**os.environ, **env}, capture_output=True, text=True, timeout=300)
+    return run_command(reconnect_command("ingest", str(path), *extra), env=env)
 
 
 @pytest.fixture

@@ -4,16 +4,22 @@
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
-import sys
 import uuid
 from pathlib import Path
 
 import pytest
 
-from devtools.harness import REPO, WorkerProcess, consume_all, create_topics, isolated_env, metric_sum, produce_raw
+from devtools.harness import (
+    WorkerProcess,
+    consume_all,
+    create_topics,
+    isolated_env,
+    metric_sum,
+    produce_raw,
+    reconnect_command,
+    run_command,
+)
 from devtools.promtool import promtool_check_metrics
 from models.artifact import load_model
 from models.engine import DecisionEngine
@@ -39,8 +45,7 @@ def test_marks_in_interventions_out_and_everything_reconciles(broker, model_path
     worker = WorkerProcess(env, tmp_path).start()
     try:
         worker.wait_ready()
-        ingest = subprocess.run([sys.executable, "-m", "streams.cli", "ingest", str(marks_csv)], cwd=REPO,
-                                env={**os.environ, **env}, capture_output=True, text=True, timeout=300)
+        ingest = run_command(reconnect_command("ingest", str(marks_csv)), env=env)
         assert ingest.returncode == 3, ingest.stderr  # 3: the file was read, some rows were rejected
         counts = re.search(r"read (\d+), published (\d+), rejected (\d+)", ingest.stdout)
         read, published, rejected = map(int, counts.groups())
