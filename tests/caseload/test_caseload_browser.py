@@ -26,7 +26,9 @@ from schemas.marks import RegisterMark
 
 SCHOOL, OTHER_SCHOOL = "SCHE2E", "SCHOTHER"
 PLANNED, CONTROL = "SCHE2E-P001", "SCHE2E-P002"  # the same register; only PLANNED gets a support plan
-START = dt.date(2026, 9, 7)  # a Monday
+# A Monday fourteen weeks back, so the whole register (66 school days) lies in the past: a recording
+# later than now is refused, whatever the time of day the test runs.
+START = dt.date.today() - dt.timedelta(weeks=14, days=dt.date.today().weekday())
 PRESENT, ABSENT = ("/", "\\"), ("N", "N")
 # Six weeks at school, then one day in three: a dip the worker raises, then raises again at a higher tier.
 REGISTER = [PRESENT] * 30 + [PRESENT, ABSENT, ABSENT] * 12
