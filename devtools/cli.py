@@ -56,11 +56,14 @@ def broker(port: int | None) -> None:
 @click.option("--pupils-per-school", default=150, show_default=True)
 @click.option("--seed", default=11, show_default=True)
 @click.option("--pace", default=1.5, show_default=True, help="Seconds per school day of the live week.")
-def demo(schools: int, pupils_per_school: int, seed: int, pace: float) -> None:
-    """Embedded broker, a worker and a simulated school week: watch interventions arrive."""
+@click.option("--hold/--no-hold", default=None,
+              help="Keep everything running after the live week until Ctrl-C (default: when run in a terminal).")
+def demo(schools: int, pupils_per_school: int, seed: int, pace: float, hold: bool | None) -> None:
+    """Embedded broker, a worker, the caseload and a simulated school week: watch interventions arrive."""
     from devtools.demo import run_demo
 
-    sys.exit(run_demo(schools=schools, pupils_per_school=pupils_per_school, seed=seed, pace=pace))
+    hold = sys.stdin.isatty() and sys.stdout.isatty() if hold is None else hold
+    sys.exit(run_demo(schools=schools, pupils_per_school=pupils_per_school, seed=seed, pace=pace, hold=hold))
 
 
 def main() -> None:

@@ -65,9 +65,15 @@ def publish_live(
     producer: Producer | None = None,
     on_day: Callable[[dt.date, int], None] | None = None,
     sleep: Callable[[float], None] = time.sleep,
+    shift_weeks: int = 0,
 ) -> LiveCounts:
     """Publish the marks of school days in [from_date, to_date] (either bound optional), as
-    fast as possible or spreading each day over `pace_seconds_per_day`. Flushes at the end."""
+    fast as possible or spreading each day over `pace_seconds_per_day`. Flushes at the end.
+
+    `shift_weeks` moves every published date and recording time by whole weeks (weekdays kept),
+    so a demo can replay the simulated year as if it were this one; the bounds and `on_day` stay
+    in simulated dates."""
+    shift = dt.timedelta(weeks=shift_weeks)
     own_producer = producer is None
     if producer is None:
         if not bootstrap:
@@ -88,7 +94,7 @@ def publish_live(
                 break
             day_started = time.perf_counter()
             for sent, record in enumerate(batch.records(), start=1):
-                key, value = encode_mark(record)
+                key, value = encode_mark(shifted(record, shift) if shift else record)
                 producer.send(topic, value=value, key=key)
                 if pace_seconds_per_day and sent % PACE_SLICE == 0:
                     _keep_pace(day_started, sent / len(batch) * pace_seconds_per_day, sleep)
@@ -109,6 +115,13 @@ def publish_live(
         topic=topic, days=days, marks=marks, amendments=amendments, first_date=first, last_date=last,
         elapsed_seconds=time.perf_counter() - started,
     )
+
+
+def shifted(record: dict[str, object], shift: dt.timedelta) -> dict[str, object]:
+    """A mark record moved by `shift`: its date and its recording time."""
+    recorded = dt.datetime.fromisoformat(str(record["recorded_at"])) + shift
+    return {**record, "date": (dt.date.fromisoformat(str(record["date"])) + shift).isoformat(),
+            "recorded_at": recorded.isoformat()}
 
 
 def _keep_pace(since: float, due_after: float, sleep: Callable[[float], None]) -> None:
