@@ -24,9 +24,9 @@ FROM ${PYTHON_IMAGE}
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
-    # Container defaults; docker-compose.yml sets them too. The web server must listen beyond
-    # loopback for Prometheus to scrape it, and Faust needs a writable data directory.
-    RECONNECT_WEB_HOST=0.0.0.0 \
+    # Container defaults; docker-compose.yml sets them too. The web server listens on loopback
+    # unless the deployment says otherwise (compose sets RECONNECT_WEB_BIND for Prometheus), and
+    # Faust needs a writable data directory.
     RECONNECT_WEB_PORT=6066 \
     RECONNECT_DATA_DIR=/var/lib/reconnect/faust
 

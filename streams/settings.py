@@ -142,6 +142,12 @@ class Settings(BaseSettings):
     def _valid_topic_name(cls, value: str) -> str:
         return topics.check_topic_name(value)
 
+    @field_validator("api_token", "api_token_file", "webhook_url", "webhook_secret", mode="before")
+    @classmethod
+    def _blank_is_off(cls, value: object) -> object:
+        # An empty variable (compose passes `${RECONNECT_API_TOKEN:-}` through) means "not set".
+        return None if isinstance(value, str) and not value.strip() else value
+
     @field_validator("pupil_id_pattern")
     @classmethod
     def _valid_pattern(cls, value: str) -> str:
@@ -174,7 +180,7 @@ class Settings(BaseSettings):
         if self.api_token_file is not None:
             token = self.api_token_file.read_text(encoding="utf-8").strip()
             return token or None
-        return self.api_token.get_secret_value().strip() or None if self.api_token else None
+        return self.api_token.get_secret_value().strip() if self.api_token else None
 
 
 def load_settings(**overrides: object) -> Settings:

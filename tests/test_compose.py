@@ -307,7 +307,7 @@ def test_worker_can_scale(compose):
     assert "ports" not in worker, "a published host port stops --scale"
     assert WORKER_WEB_PORT in [str(p) for p in worker["expose"]]
     assert worker["environment"]["RECONNECT_WEB_PORT"] == WORKER_WEB_PORT
-    assert worker["environment"]["RECONNECT_WEB_HOST"] == "0.0.0.0"
+    assert worker["environment"]["RECONNECT_WEB_BIND"] == "0.0.0.0"  # the container's address, never published
     probe = " ".join(worker["healthcheck"]["test"])
     assert f"127.0.0.1:{WORKER_WEB_PORT}/readyz" in probe and "urllib" in probe
 
@@ -353,7 +353,7 @@ def test_reconnect_containers_agree_with_settings(compose):
     env_names = {f"RECONNECT_{name.upper()}": name for name in Settings.model_fields}
     env_names["KAFKA_BOOTSTRAP_SERVERS"] = "kafka_bootstrap_servers"
     baseline = Settings(_env_file=None)
-    fixed_for_containers = {"KAFKA_BOOTSTRAP_SERVERS", "RECONNECT_WEB_HOST", "RECONNECT_DATA_DIR"}
+    fixed_for_containers = {"KAFKA_BOOTSTRAP_SERVERS", "RECONNECT_WEB_BIND", "RECONNECT_DATA_DIR"}
     for service in ("worker", "topics-init"):
         env = compose["services"][service]["environment"]
         unknown = {k for k in env if k.startswith("RECONNECT_") or k == "KAFKA_BOOTSTRAP_SERVERS"} - set(env_names)
