@@ -1,18 +1,26 @@
 """Why an alert was raised, in words a head of year could read to a parent, and what might help.
 
-Reasons come from what drove this pupil's score: the model's per-feature contributions
-(log-odds) are grouped into attendance patterns, the strongest patterns are rendered as
-sentences with the pupil's own numbers, and each pattern suggests supportive next steps.
+Reasons for a `concern` come from what drove this pupil's score: the model's per-feature
+contributions (log-odds, `contributions`, one scoring call for a whole batch of alerts) are
+grouped into attendance patterns, the strongest patterns are rendered as sentences with the
+pupil's own numbers, and each pattern suggests supportive next steps. Repeated short spells of
+illness are named from the register whatever the model weighed: they are a wellbeing pattern
+(a recognised sign of emotionally based school avoidance), so they suggest a wellbeing
+conversation rather than a medical one. A `health_needs` event says how much illness there has
+been this year and suggests the health-needs steps (school nurse, work sent home, the local
+authority's health-needs education service).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
 
 from models.features import FEATURE_NAMES, rate
 from schemas.events import (
     ACTION_TEXT,
-    TIER_TEXT,
     InterventionEvent,
     InterventionKind,
     Reason,
@@ -20,6 +28,7 @@ from schemas.events import (
     SupportAction,
     Tier,
     WindowSummary,
+    tier_text,
 )
 
 MAX_REASONS = 3
@@ -28,6 +37,10 @@ SUDDEN_DROP = 0.25
 SUDDEN_RUN = 4
 # A recent rate this far below the pupil's own earlier level is described as a drop.
 NOTABLE_DROP = 0.05
+# Illness that comes back: most of the window's absence is illness or appointments, in at least
+# this many separate spells, none longer than two days.
+REPEATED_ILLNESS_SPELLS = 2
+REPEATED_ILLNESS_LONGEST = 4
 
 FEATURE_PATTERN: dict[str, ReasonCode | None] = {
     "rate_10": ReasonCode.LOW_RECENT_ATTENDANCE,
@@ -48,6 +61,10 @@ FEATURE_PATTERN: dict[str, ReasonCode | None] = {
     "am_pm_asymmetry_40": ReasonCode.MISSED_MORNINGS,
     "school_days_since_full_week": ReasonCode.NO_RECENT_FULL_WEEK,
     "evidence": None,
+    "rate_since_block": ReasonCode.LOW_RECENT_ATTENDANCE,
+    "block_share_40": ReasonCode.REPEATED_SPELLS,
+    "current_run_known_share": None,  # context: how much of the current absence has a known reason
+    "arranged_share_40": None,  # context: sessions the school arranged itself
 }
 assert set(FEATURE_PATTERN) == set(FEATURE_NAMES), "every feature needs a pattern (or None)"
 
@@ -60,7 +77,39 @@ PATTERN_ACTIONS: dict[ReasonCode, tuple[SupportAction, ...]] = {
     ReasonCode.HEALTH_ABSENCE: (SupportAction.SCHOOL_NURSE_HEALTH_PLAN,),
     ReasonCode.REPEATED_SPELLS: (SupportAction.WELLBEING_CHECK_IN,),
     ReasonCode.NO_RECENT_FULL_WEEK: (SupportAction.WELLBEING_CHECK_IN,),
+    ReasonCode.REPEATED_ILLNESS: (SupportAction.WELLBEING_CHECK_IN,),
 }
+HEALTH_NEEDS_ACTIONS = (SupportAction.SCHOOL_NURSE_HEALTH_PLAN, SupportAction.WORK_SENT_HOME,
+                        SupportAction.HEALTH_NEEDS_EDUCATION_CONVERSATION)
+
+
+# -- attributions ------------------------------------------------------------------------------
+def _logit(p: np.ndarray) -> np.ndarray:
+    p = np.clip(p, 1e-9, 1 - 1e-9)
+    return np.log(p / (1 - p))
+
+
+def contributions(model: Any, rows: np.ndarray) -> np.ndarray:
+    """Per-feature log-odds contributions against the model's reference pupil, one row per input row.
+
+    The batched form of `RiskModel.contributions` (same numbers, row for row): a linear final
+    step is exact (coefficient times standardised difference, no scoring call); otherwise each
+    feature alone is set back to its reference value and the change in log-odds is read off,
+    with one scoring call for every probe of every row.
+    """
+    rows = np.atleast_2d(np.asarray(rows, dtype=np.float64))
+    n, width = rows.shape
+    reference = model.reference if model.reference is not None else np.zeros(width)
+    final = model.pipeline[-1]
+    if hasattr(final, "coef_"):
+        stacked = np.vstack([rows, reference])
+        transformed = model.pipeline[:-1].transform(stacked) if len(model.pipeline) > 1 else stacked
+        return (transformed[:-1] - transformed[-1]) * np.ravel(final.coef_)
+    probe = np.repeat(rows, width, axis=0)
+    column = np.tile(np.arange(width), n)
+    probe[np.arange(n * width), column] = np.asarray(reference, dtype=np.float64)[column]
+    logit = _logit(model.score(np.vstack([rows, probe])))
+    return logit[:n, None] - logit[n:].reshape(n, width)
 
 
 def _pct(value: float) -> str:
@@ -73,6 +122,22 @@ def _sessions(count: int) -> str:
 
 def _drop(stats: WindowSummary) -> float:
     return rate(stats.earlier_attended, stats.earlier_possible) - rate(stats.attended_20, stats.possible_20)
+
+
+def repeated_illness(stats: WindowSummary) -> bool:
+    """Most of the window's absence is illness or appointments, in several short spells."""
+    absences = stats.absences_40
+    return (absences > 0 and 2 * stats.health_40 >= absences
+            and stats.absence_spells_40 >= REPEATED_ILLNESS_SPELLS
+            and stats.longest_absence_run_40 <= REPEATED_ILLNESS_LONGEST)
+
+
+def _repeated_illness_text(stats: WindowSummary) -> str:
+    text = (f"{stats.health_40} of {stats.absences_40} absences in the last {_sessions(stats.possible_40)} were "
+            f"for illness or appointments, in {stats.absence_spells_40} separate short spells")
+    if 2 * stats.monday_friday_absences_40 >= stats.absences_40:
+        text += f"; {stats.monday_friday_absences_40} of the absences were on a Monday or Friday"
+    return text
 
 
 def describe(code: ReasonCode, stats: WindowSummary) -> tuple[ReasonCode, str]:
@@ -97,8 +162,11 @@ def describe(code: ReasonCode, stats: WindowSummary) -> tuple[ReasonCode, str]:
     if code is ReasonCode.UNEXPLAINED_ABSENCE:
         return code, (f"{stats.unauthorised_40} of {absences} absences in {span} "
                       f"have no reason agreed with school yet")
-    if code is ReasonCode.HEALTH_ABSENCE:
-        return code, f"{stats.health_40} of {absences} absences in {span} were for illness or medical appointments"
+    if code in (ReasonCode.HEALTH_ABSENCE, ReasonCode.REPEATED_ILLNESS):
+        if repeated_illness(stats):
+            return ReasonCode.REPEATED_ILLNESS, _repeated_illness_text(stats)
+        return ReasonCode.HEALTH_ABSENCE, (f"{stats.health_40} of {absences} absences in {span} were for illness "
+                                           "or medical appointments")
     if code is ReasonCode.LATE_MORNINGS:
         older = stats.possible_40 - stats.possible_20
         return code, (f"Arrived late {stats.late_20} times in the last {_sessions(stats.possible_20)}, "
@@ -127,6 +195,23 @@ def concern_reasons(contributions: Sequence[float], stats: WindowSummary) -> lis
     for pattern, weight in ranked[:MAX_REASONS]:
         code, text = describe(pattern, stats)
         reasons.append(Reason(code=code, text=text, weight=round(weight, 4)))
+    # A register fact, named whatever the model weighed (it decides the suggested step).
+    if repeated_illness(stats) and all(r.code is not ReasonCode.REPEATED_ILLNESS for r in reasons):
+        reasons = reasons[:MAX_REASONS - 1] + [
+            Reason(code=ReasonCode.REPEATED_ILLNESS, text=_repeated_illness_text(stats), weight=0.0)]
+    return reasons
+
+
+def health_needs_reasons(stats: WindowSummary) -> list[Reason]:
+    """Why a `health_needs` event: the year's illness, and the current spell if the pupil is off sick."""
+    sessions = stats.health_absence_ytd
+    text = (f"Absent through illness or medical appointments for {sessions / 2:g} school days this year "
+            f"({_sessions(sessions)}): from 15 days, consecutive or added up, the local authority arranges "
+            "education for children who cannot attend because of their health")
+    reasons = [Reason(code=ReasonCode.EXTENDED_ILLNESS, text=text, weight=0.0)]
+    if stats.current_absence_run and stats.current_run_health == stats.current_absence_run:
+        reasons.append(Reason(code=ReasonCode.HEALTH_ABSENCE, weight=0.0,
+                              text=f"Off sick for the last {_sessions(stats.current_absence_run)} in a row"))
     return reasons
 
 
@@ -137,6 +222,8 @@ def concern_actions(reasons: Sequence[Reason], stats: WindowSummary, tier: int,
         actions.append(SupportAction.CALL_HOME_TO_LISTEN)
     for reason in reasons:  # in order of strength: a set here would order by string hash, per process
         actions.extend(PATTERN_ACTIONS.get(reason.code, ()))
+    if repeated_illness(stats):
+        actions.append(SupportAction.WELLBEING_CHECK_IN)
     if "sen" in support_needs:
         actions.append(SupportAction.SENCO_REVIEW)
     if tier >= Tier.SUSTAINED_DIP:
@@ -153,6 +240,11 @@ def build_event(
         assert contributions is not None
         reasons = concern_reasons(contributions, stats)
         actions = concern_actions(reasons, stats, tier, support_needs)
+    elif kind is InterventionKind.HEALTH_NEEDS:
+        reasons = health_needs_reasons(stats)
+        actions = list(HEALTH_NEEDS_ACTIONS)
+        if "sen" in support_needs:
+            actions.append(SupportAction.SENCO_REVIEW)
     else:
         recent = (f"Attended {stats.attended_20} of the last {_sessions(stats.possible_20)} "
                   f"({_pct(stats.attended_20 / max(stats.possible_20, 1))})")
@@ -164,7 +256,7 @@ def build_event(
     return InterventionEvent(
         event_id=InterventionEvent.make_id(pupil_id, as_of, kind, tier),
         pupil_id=pupil_id, school_id=school_id, as_of=as_of, kind=kind, tier=tier_enum,
-        tier_text=TIER_TEXT[tier_enum], escalation=escalation, risk_score=round(float(score), 4),
+        tier_text=tier_text(kind, tier_enum), escalation=escalation, risk_score=round(float(score), 4),
         reasons=reasons, suggested_actions=actions, suggested_actions_text=[ACTION_TEXT[a] for a in actions],
         model_version=model_version, window=stats,
     )

@@ -4,8 +4,30 @@ Training, offline replay and the stream all call `summarise_batch` (or `features
 one-pupil form), so what was evaluated is what runs. Only attendance behaviour goes in;
 demographics never do.
 
-The stream scores every mark, so this is the hot path: each mark's state is snapshotted
-(a copy of a few hundred bytes) and a whole micro-batch is summarised with numpy at once.
+The stream summarises every mark that changes a pupil's record, so this is the hot path: each
+mark's state is snapshotted (a copy of a few hundred bytes) and a whole micro-batch is
+summarised with numpy at once.
+
+Every count of `WindowSummary` is defined over the pupil's *possible* sessions in date order
+(sessions that are not possible, such as a closure (#, Y1-Y7), neither break nor extend a run):
+
+  possible_N / attended_N   the last N possible sessions (N = 10, 20, 40) and those attended
+  possible_ytd / attended_ytd  this academic year (from 1 August), older sessions folded in
+  earlier_possible / _attended  this year, before the last 20 possible sessions
+  current_absence_run       absent possible sessions since the last attended one (within 40)
+  current_run_explained / _health / _leave  of that run: illness, medical or holiday (I, M, G, H);
+                            illness or medical (I, M); other authorised leave (C, C1, C2, E, J1, R, S, T)
+  longest_absence_run_40, absence_spells_40   runs of absence within the last 40
+  possible_since_block / attended_since_block  sessions after the longest run of the last 40
+                            (the most recent of equally long ones); 0 without absence
+  unauthorised_40, health_40, monday_friday_absences_40, am/pm_*_40   absences of each kind
+  arranged_20 / arranged_40 sessions the school arranged (C2, E)
+  health_absence_ytd        illness or medical absence this year, older sessions folded in
+  late_20 / late_previous_20   late marks (L, U) in the last 20 and the 20 before
+  sessions_since_full_week  possible sessions since ten attended in a row
+
+A columnar implementation of the same counts must match `summarise_batch` exactly
+(tests/test_features_oracle.py holds the slow, obvious definition of each).
 """
 
 from __future__ import annotations
@@ -16,29 +38,36 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from models.state import ATTENDED, HEALTH, HOLIDAY, LATE, POSSIBLE, UNAUTHORISED, PupilState
+from models.rates import PRIOR_RATE, PRIOR_WEIGHT, rate
+from models.state import (
+    ARRANGED,
+    ATTENDED,
+    HEALTH,
+    HOLIDAY,
+    LATE,
+    LEAVE,
+    POSSIBLE,
+    UNAUTHORISED,
+    PupilState,
+)
 from schemas.events import WindowSummary
 
 RECENT_SHORT, RECENT, RECENT_LONG = 10, 20, 40
 FULL_WEEK_SESSIONS = 10
-# Shrinks rates computed on few sessions towards a typical pupil's attendance (national ~93%).
-PRIOR_RATE = 0.93
-PRIOR_WEIGHT = 10.0
 MONDAY, FRIDAY = 0, 4
+__all__ = ["rate", "PRIOR_RATE", "PRIOR_WEIGHT", "FEATURE_NAMES", "Snapshot", "WindowBatch", "snapshot",
+           "summarise_batch", "summarise", "feature_matrix", "features_batch", "features"]
 
 
 # One lookup per slot gives every property of its code as bits.
-POSSIBLE_BIT, ATTENDED_BIT, LATE_BIT, UNAUTHORISED_BIT, HEALTH_BIT, HOLIDAY_BIT = 1, 2, 4, 8, 16, 32
+(POSSIBLE_BIT, ATTENDED_BIT, LATE_BIT, UNAUTHORISED_BIT, HEALTH_BIT, HOLIDAY_BIT, LEAVE_BIT,
+ ARRANGED_BIT) = 1, 2, 4, 8, 16, 32, 64, 128
 FLAGS = np.zeros(256, dtype=np.uint8)
 for _bit, _table in ((POSSIBLE_BIT, POSSIBLE), (ATTENDED_BIT, ATTENDED), (LATE_BIT, LATE),
-                     (UNAUTHORISED_BIT, UNAUTHORISED), (HEALTH_BIT, HEALTH), (HOLIDAY_BIT, HOLIDAY)):
+                     (UNAUTHORISED_BIT, UNAUTHORISED), (HEALTH_BIT, HEALTH), (HOLIDAY_BIT, HOLIDAY),
+                     (LEAVE_BIT, LEAVE), (ARRANGED_BIT, ARRANGED)):
     FLAGS[: len(_table)] |= np.frombuffer(_table, dtype=np.uint8) * np.uint8(_bit)
 FLAG_TABLE = FLAGS.tobytes()  # for bytes.translate: code index -> flag bits, in C
-
-
-def rate(attended, possible):  # scalars or numpy arrays
-    """Attendance rate shrunk towards a typical pupil when there are few sessions."""
-    return (attended + PRIOR_RATE * PRIOR_WEIGHT) / (possible + PRIOR_WEIGHT)
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,11 +80,12 @@ class Snapshot:
     folded_possible: int
     folded_attended: int
     latest_ordinal: int
+    folded_health: int = 0
 
 
 def snapshot(state: PupilState) -> Snapshot:
     return Snapshot(state.codes.translate(FLAG_TABLE), state.origin, max((state.year_start_ordinal - state.origin) * 2, 0),
-                    state.folded_possible, state.folded_attended, state.latest_ordinal)
+                    state.folded_possible, state.folded_attended, state.latest_ordinal, state.folded_health)
 
 
 STAT_NAMES = tuple(name for name in WindowSummary.model_fields if name != "latest_date")
@@ -110,9 +140,12 @@ def summarise_batch(snapshots: Sequence[Snapshot]) -> WindowBatch:
     total_possible = total_possible[:, 0]
 
     in_year = np.arange(width)[None, :] >= year_slot[:, None]
-    year_counts = np.stack([possible & in_year, attended & in_year]).sum(axis=2, dtype=np.int64)
+    health_all = (flags & HEALTH_BIT).astype(bool)
+    year_counts = np.stack([possible & in_year, attended & in_year, absent & health_all & in_year]).sum(
+        axis=2, dtype=np.int64)
     possible_ytd = np.fromiter((s.folded_possible for s in snapshots), np.int64, n) + year_counts[0]
     attended_ytd = np.fromiter((s.folded_attended for s in snapshots), np.int64, n) + year_counts[1]
+    health_ytd = np.fromiter((s.folded_health for s in snapshots), np.int64, n) + year_counts[2]
 
     # Consecutive attended possible sessions, in date order; the last slot where ten are reached.
     attended_so_far = np.cumsum(attended, axis=1, dtype=np.int16)
@@ -148,16 +181,25 @@ def summarise_batch(snapshots: Sequence[Snapshot]) -> WindowBatch:
     in_current_run = recent_40 & (from_end <= current_run[:, None])
     spell_start = dense_absent.copy()
     spell_start[:, 1:] &= ~dense_absent[:, :-1]
+    # Newest first: the longest run, and how many possible sessions are newer than it (a strict
+    # ">" keeps the most recent of equally long runs).
     longest = np.zeros(n, dtype=np.int64)
+    newer_than_longest = np.zeros(n, dtype=np.int64)
     streak = np.zeros(n, dtype=np.int64)
-    for column in dense_absent.T:
+    for position, column in enumerate(dense_absent.T):
         streak = (streak + 1) * column
-        np.maximum(longest, streak, out=longest)
+        longer = streak > longest
+        longest = np.where(longer, streak, longest)
+        newer_than_longest = np.where(longer, position - streak + 1, newer_than_longest)
+    absent_newer = np.concatenate([np.zeros((n, 1), np.int64), np.cumsum(dense_absent, axis=1, dtype=np.int64)], axis=1)
+    possible_since_block = np.where(longest > 0, newer_than_longest, 0)
+    attended_since_block = possible_since_block - absent_newer[np.arange(n), possible_since_block]
 
     # All the tail counts in one reduction: fewer numpy calls matter more than array size here.
     monday_friday = (weekday == MONDAY) | (weekday == FRIDAY)
     unauthorised = (flags & UNAUTHORISED_BIT).astype(bool)
     health = (flags & HEALTH_BIT).astype(bool)
+    arranged = (flags & ARRANGED_BIT).astype(bool)
     masks = {
         "possible_10": recent_10, "attended_10": attended & recent_10,
         "possible_20": recent_20, "attended_20": attended & recent_20,
@@ -165,6 +207,9 @@ def summarise_batch(snapshots: Sequence[Snapshot]) -> WindowBatch:
         "recent_20_in_year": recent_20_in_year, "attended_20_in_year": attended & recent_20_in_year,
         "unauthorised_40": absent_40 & unauthorised, "health_40": absent_40 & health,
         "current_run_explained": in_current_run & (health | (flags & HOLIDAY_BIT).astype(bool)),
+        "current_run_health": in_current_run & health,
+        "current_run_leave": in_current_run & (flags & LEAVE_BIT).astype(bool),
+        "arranged_20": recent_20 & arranged, "arranged_40": recent_40 & arranged,
         "late_20": late & recent_20, "late_previous_20": late & older_20,
         "monday_friday_absences_40": absent_40 & monday_friday,
         "am_possible_40": recent_40 & ~is_pm, "am_absences_40": absent_40 & ~is_pm,
@@ -180,6 +225,11 @@ def summarise_batch(snapshots: Sequence[Snapshot]) -> WindowBatch:
         "earlier_attended": attended_ytd - counts["attended_20_in_year"],
         "current_absence_run": current_run.astype(np.int64),
         "current_run_explained": counts["current_run_explained"],
+        "current_run_health": counts["current_run_health"],
+        "current_run_leave": counts["current_run_leave"],
+        "health_absence_ytd": health_ytd,
+        "arranged_20": counts["arranged_20"], "arranged_40": counts["arranged_40"],
+        "possible_since_block": possible_since_block, "attended_since_block": attended_since_block,
         "longest_absence_run_40": longest,
         "absence_spells_40": spell_start.sum(axis=1, dtype=np.int64),
         **{name: counts[name] for name in (
@@ -199,6 +249,10 @@ FEATURE_NAMES: tuple[str, ...] = (
     "current_absence_run", "longest_absence_run_40", "absence_spells_40", "unauthorised_share_40",
     "health_share_40", "late_rate_20", "late_trend_20", "monday_friday_excess_40", "am_pm_asymmetry_40",
     "school_days_since_full_week", "evidence",
+    # One block judged by what follows it (issue 13): attendance since the return from the window's
+    # longest absence, the share of the window's absence inside that one block, how much of the
+    # current absence has a known reason, and how much of the window the school arranged.
+    "rate_since_block", "block_share_40", "current_run_known_share", "arranged_share_40",
 )
 # Monday and Friday are two of five weekdays: absences spread evenly put 40% on them.
 EVEN_MONDAY_FRIDAY_SHARE = 0.4
@@ -237,6 +291,10 @@ def feature_matrix(batch: WindowBatch) -> np.ndarray:
         b["am_absences_40"] / np.maximum(b["am_possible_40"], 1) - b["pm_absences_40"] / np.maximum(b["pm_possible_40"], 1),
         b["sessions_since_full_week"] / 2,
         np.minimum(b["possible_ytd"], EVIDENCE_SESSIONS) / EVIDENCE_SESSIONS,
+        rate(b["attended_since_block"], b["possible_since_block"]),
+        _share(b["longest_absence_run_40"], absences),
+        _share(b["current_run_explained"] + b["current_run_leave"], b["current_absence_run"]),
+        _share(b["arranged_40"], b["possible_40"]),
     ]).astype(np.float64)
     return X
 

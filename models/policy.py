@@ -1,51 +1,128 @@
-"""When a risk score becomes an intervention: thresholds with hysteresis, tiers and cool-downs.
+"""When a risk score becomes an intervention: what the register must show, tiers, cool-downs.
 
-A pupil is raised once when their score crosses the entry threshold, escalated only when
-the tier rises and a week has passed, and closed with an `improving` event once their score
-has stayed below a lower exit threshold for several school days. After an alert the pupil
-is not raised again for the cool-down, so nobody gets an alert every day.
+Three kinds of event (`schemas.events.InterventionKind`):
+
+* `concern`: the calibrated score is at or above the entry threshold and nothing on the
+  register holds it back (`concern_hold`). Raised once; escalated only when the tier rises and
+  a week has passed; after an `improving` event, not raised again for the cool-down.
+* `improving`: a flagged pupil's score has stayed below a lower exit threshold for several
+  school days while they attend at least 90% of their last 10 sessions.
+* `health_needs`: illness or medical absence (I, M) this academic year reaches 15 school days
+  (30 sessions), consecutive or cumulative: the point at which the local authority's duty to
+  arrange education for children with health needs applies. Once a year, whatever the score.
+
+What holds a concern back, in the order it is checked (each is a sentence a head of year
+would say):
+
+1. `HEALTH`: the pupil's current absence is all illness or medical appointments, or their
+   absence over the last 40 sessions is an illness: all of it (but two sessions) illness or
+   medical, with a spell of a week or more (a long illness with a day in school, a phased
+   return). Health is not a dip, however long it lasts; the health-needs event covers a long
+   illness. Illness in short spells only (every Monday) is a pattern, not held by this rule.
+2. `KNOWN_REASON`: the current absence is a known holiday or leave the school authorised
+   (G, C, E, ...) of at most two weeks: wait and see what follows.
+3. `NOTHING_RECENT`: the pupil attended 90% or more of their last 20 possible sessions,
+   leaving out sessions the school arranged itself (a part-time timetable, a suspension):
+   there is nothing on the register to talk about yet (two absences in twenty is not a dip).
+4. `ONE_BLOCK`: the absence of the last 40 sessions is one spell (a block of two days or more
+   with at most two other sessions off, or the window's only absence), and either the pupil is back and their attendance since coming back is at their own
+   usual level, or the spell is still going on and has lasted at most a week (its reason may
+   not be in the register yet: N is often amended to I or G by noon). A week of flu or a
+   holiday is judged by what follows it. Separate days off (illness on two Mondays) are not one
+   spell and are not held by this rule; an unexplained absence longer than a week is a concern
+   (at tier 2 or 3, below).
+
+Tiers follow the register as well as the score (`register_tier`): a current run of unexplained
+absence of a week (10 sessions) or more, or under 50% attendance over the last two weeks, is at
+least tier 2 ("a clear dip"); a run of two weeks (20 sessions) or more, or under 50% over the
+last four weeks, is tier 3 ("a sharp or sustained dip"). An unexplained run of a week or more
+from a pupil who usually attends (own level at or above 90%) is a concern whatever the score
+(`concern_tier`): nobody has heard from them for a week, which is always worth a call home,
+however rarely such runs led to a dip in the training data.
+
+`policy_inputs` is the one place the policy's inputs are computed from window counts; the
+engine, training's threshold search and evaluation all call it.
 """
 
 from __future__ import annotations
 
 import struct
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
+import numpy as np
 from pydantic import BaseModel, Field, model_validator
 
-_POLICY = struct.Struct("<BBiBiBBB")  # flagged, tier, last_alert, low_days, last_low, alert_rate_pct, plan, reason
+from models.definitions import (
+    BLOCK_MIN_SESSIONS,
+    DROP,
+    FLOOR,
+    ILLNESS_SPELL_SESSIONS,
+    OTHER_ABSENCES,
+)
+from models.rates import rate
+from models.school_year import academic_year
+from schemas.events import HEALTH_NEEDS_TIER, InterventionKind
+
+# flagged, tier, last_alert, low_days, last_low, alert_rate_pct, plan, reason[, health_needs_year]
+_POLICY = {2: struct.Struct("<BBiBiBBB"), 3: struct.Struct("<BBiBiBBBH")}
+_CURRENT = 3
 NO_RATE = 255
 NO_REASON = 255
 
-
 class PolicyConfig(BaseModel):
-    """Thresholds on the calibrated probability that attendance is dipping."""
+    """Thresholds on the calibrated probability that attendance is dipping, and the register rules."""
 
     enter_score: float = Field(0.5, gt=0, lt=1, description="Raise a concern at or above this score.")
     exit_score: float = Field(0.25, gt=0, lt=1, description="Count a day towards recovery below this score.")
     tier2_score: float = Field(0.7, gt=0, lt=1)
     tier3_score: float = Field(0.85, gt=0, lt=1)
-    min_possible_sessions: int = Field(20, ge=1, description="Evidence needed this year before any alert.")
+    min_possible_sessions: int = Field(
+        40, ge=1, description="Possible sessions this year before a concern: the pupil's own level (20) and the "
+        "last 20 to compare with it. A dip is a change; before that there is nothing to compare.")
     cooldown_days: int = Field(21, ge=0, description="Calendar days after an alert before a new concern.")
     escalation_gap_days: int = Field(7, ge=0, description="Calendar days after an alert before an escalation.")
     recovery_days: int = Field(5, ge=1, description="School days below the exit score before `improving`.")
     explained_absence_grace_sessions: int = Field(
-        10, ge=0,
-        description="Hold back a new concern while the pupil's current absence is a known illness, appointment "
-        "or holiday (I, M, G) of at most this many sessions: a week of flu or one holiday is not a dip. If it "
-        "goes on longer, the concern is raised then.",
+        20, ge=0,
+        description="Hold back a concern while the pupil's current absence is a known holiday or authorised leave "
+        "(G, C, E, ...) of at most this many sessions (two weeks). Illness is held however long it lasts.",
     )
     recovery_min_rate: float = Field(
         0.9, gt=0, le=1,
         description="Share of the last 10 possible sessions attended before a recovery counts: a low score "
         "alone can mean the pupil's low attendance has become their new normal, which is not recovery.",
     )
+    concern_below_rate: float = Field(
+        FLOOR, gt=0, le=1,
+        description="A concern needs attendance over the last 20 possible sessions (sessions the school "
+        "arranged left out) below this: 18 of 20 is not a dip.",
+    )
+    one_block_ongoing_sessions: int = Field(
+        10, ge=0, description="Wait out one block still going on for at most this many sessions (a week).")
+    one_block_other_absences: int = Field(
+        OTHER_ABSENCES, ge=0, description="Absences outside the longest spell of the last 40 sessions for that spell to "
+        "still be the window's one block.")
+    usual_level_margin: float = Field(
+        DROP, ge=0, lt=1, description="Back at their usual level: attendance since the return is no more "
+        "than this below the pupil's earlier rate this year (the label's 10-point drop).")
+    illness_spell_sessions: int = Field(
+        ILLNESS_SPELL_SESSIONS, ge=1, description="A spell of illness this long (a week) makes a window whose absence is all illness "
+        "a health matter, not a pattern.")
+    health_needs_sessions: int = Field(
+        30, ge=1, description="Illness or medical sessions this year that publish `health_needs` (15 days).")
+    tier2_unexplained_run: int = Field(10, ge=1, description="Unexplained sessions in a row: at least tier 2.")
+    tier3_unexplained_run: int = Field(20, ge=1, description="Unexplained sessions in a row: tier 3.")
+    severe_rate: float = Field(0.5, gt=0, le=1, description="Attendance under this over 20 sessions: tier 2 "
+                               "at least; over the last 40 sessions: tier 3.")
 
     @model_validator(mode="after")
     def _ordered(self) -> PolicyConfig:
         if not self.exit_score < self.enter_score <= self.tier2_score <= self.tier3_score:
             raise ValueError("need exit_score < enter_score <= tier2_score <= tier3_score")
+        if self.tier2_unexplained_run > self.tier3_unexplained_run:
+            raise ValueError("need tier2_unexplained_run <= tier3_unexplained_run")
         return self
 
     def tier_for(self, score: float) -> int:
@@ -56,14 +133,149 @@ class PolicyConfig(BaseModel):
         return 1 if score >= self.enter_score else 0
 
 
-class DecisionKind(StrEnum):
-    CONCERN = "concern"
-    IMPROVING = "improving"
+class Hold(StrEnum):
+    """Why the register holds a concern back (see the module docstring)."""
+
+    HEALTH = "health"
+    KNOWN_REASON = "known_reason"
+    NOTHING_RECENT = "nothing_recent"
+    ONE_BLOCK = "one_block"
+
+
+# -- inputs -----------------------------------------------------------------------------------
+# The window counts (schemas.events.WindowSummary fields) the policy reads.
+POLICY_COUNTS: tuple[str, ...] = (
+    "possible_ytd", "possible_10", "attended_10", "possible_20", "attended_20", "possible_40", "attended_40",
+    "earlier_possible", "earlier_attended", "current_absence_run", "current_run_explained", "current_run_leave",
+    "longest_absence_run_40", "health_40", "health_absence_ytd", "arranged_20", "possible_since_block", "attended_since_block",
+    "current_run_health",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyRow:
+    """The policy's inputs for one mark (one row of `PolicyInputs`)."""
+
+    day: int  # ordinal of the latest school day seen for the pupil
+    year: int  # its academic year
+    possible_ytd: int
+    recent_rate: float  # attended / possible over the last 20 possible sessions (raw)
+    short_rate: float  # the same over the last 10
+    unarranged_rate: float  # last 20, sessions the school arranged left out (raw)
+    rate_20: float  # raw, for the register tiers
+    rate_40: float
+    possible_40: int
+    current_run: int
+    health_absence: bool  # the current run, or the window's absence, is an illness (HEALTH)
+    known_run: int  # the current run's length when all of it has a known reason, else 0
+    unexplained_run: int  # sessions of the current run with no known reason
+    one_block: bool  # the window's absence is one block, over and back at the usual level, or young
+    health_absence_ytd: int
+    usual_rate: float  # the pupil's own earlier level this year (shrunk towards a typical pupil)
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyInputs:
+    """`PolicyRow` columns for a batch of marks (numpy arrays, one element a mark)."""
+
+    columns: dict[str, np.ndarray]
+
+    def __len__(self) -> int:
+        return len(self.columns["day"])
+
+    def row(self, i: int) -> PolicyRow:
+        return PolicyRow(**{name: column[i].item() for name, column in self.columns.items()})
+
+    def rows(self) -> list[PolicyRow]:
+        lists = {name: column.tolist() for name, column in self.columns.items()}
+        names = list(lists)
+        return [PolicyRow(**dict(zip(names, values))) for values in zip(*lists.values())]
+
+
+def _raw_rate(attended: np.ndarray, possible: np.ndarray) -> np.ndarray:
+    return np.divide(attended, possible, out=np.ones(len(possible), dtype=np.float64), where=possible > 0)
+
+
+def policy_inputs(counts: Mapping[str, np.ndarray], day: np.ndarray, config: PolicyConfig) -> PolicyInputs:
+    """The policy's inputs from window counts (the `POLICY_COUNTS` columns) and each row's day."""
+    c = {name: np.asarray(counts[name], dtype=np.int64) for name in POLICY_COUNTS}
+    day = np.asarray(day, dtype=np.int64)
+    run = c["current_absence_run"]
+    explained = c["current_run_explained"] + c["current_run_leave"]
+    absences_40 = c["possible_40"] - c["attended_40"]
+    baseline = rate(c["earlier_attended"], c["earlier_possible"])
+    since_block = rate(c["attended_since_block"], c["possible_since_block"])
+    longest = c["longest_absence_run_40"]
+    # One spell: a block of two days or more with at most a couple of other sessions off, or the
+    # window's only absence (a day off is not a block: two separate days off are not "one spell").
+    single = (longest > 0) & (((longest >= BLOCK_MIN_SESSIONS) & (absences_40 - longest <= config.one_block_other_absences))
+                              | (absences_40 == longest))
+    back = (run == 0) & (since_block >= baseline - config.usual_level_margin)
+    young = (run > 0) & (run == longest) & (run <= config.one_block_ongoing_sessions)
+    one_block = single & (back | young)
+    unarranged_possible = c["possible_20"] - c["arranged_20"]
+    illness_window = ((c["health_40"] > 0) & (absences_40 - c["health_40"] <= config.one_block_other_absences)
+                      & (c["longest_absence_run_40"] >= config.illness_spell_sessions))
+    years = {int(d): academic_year(int(d)) for d in np.unique(day)}
+    return PolicyInputs({
+        "day": day,
+        "year": np.fromiter((years[int(d)] for d in day), np.int64, len(day)),
+        "possible_ytd": c["possible_ytd"],
+        "recent_rate": _raw_rate(c["attended_20"], c["possible_20"]),
+        "short_rate": _raw_rate(c["attended_10"], c["possible_10"]),
+        "unarranged_rate": _raw_rate(c["attended_20"], unarranged_possible),
+        "rate_20": _raw_rate(c["attended_20"], c["possible_20"]),
+        "rate_40": _raw_rate(c["attended_40"], c["possible_40"]),
+        "possible_40": c["possible_40"],
+        "current_run": run,
+        "health_absence": ((run > 0) & (c["current_run_health"] >= run)) | illness_window,
+        "known_run": np.where((run > 0) & (explained >= run), run, 0),
+        "unexplained_run": np.maximum(run - explained, 0),
+        "one_block": one_block,
+        "health_absence_ytd": c["health_absence_ytd"],
+        "usual_rate": baseline,
+    })
+
+
+# -- rules ----------------------------------------------------------------------------------
+def concern_hold(config: PolicyConfig, row: PolicyRow) -> Hold | None:
+    """What on the register holds a concern back for this mark, or None."""
+    if row.health_absence:
+        return Hold.HEALTH
+    if 0 < row.known_run <= config.explained_absence_grace_sessions:
+        return Hold.KNOWN_REASON
+    if row.unarranged_rate >= config.concern_below_rate:
+        return Hold.NOTHING_RECENT
+    if row.one_block:
+        return Hold.ONE_BLOCK
+    return None
+
+
+def register_tier(config: PolicyConfig, row: PolicyRow) -> int:
+    """The lowest tier the register allows for a concern, whatever the score (module docstring)."""
+    four_weeks = row.possible_40 >= 40
+    if row.unexplained_run >= config.tier3_unexplained_run or (four_weeks and row.rate_40 < config.severe_rate):
+        return 3
+    if row.unexplained_run >= config.tier2_unexplained_run or row.rate_20 < config.severe_rate:
+        return 2
+    return 1
+
+
+def concern_tier(config: PolicyConfig, score: float, row: PolicyRow) -> int:
+    """The tier of a concern due at this mark (0: none): the higher of the score's tier and the
+    register's. An unexplained run of a week or more from a pupil who usually attends (their own
+    level at or above the 90% line) is due whatever the score; for a pupil already persistently
+    absent such runs are their pattern, and the score decides."""
+    tier = config.tier_for(score)
+    silent = row.unexplained_run >= config.tier2_unexplained_run and row.usual_rate >= config.concern_below_rate
+    if not tier and not silent:
+        return 0
+    return max(tier, register_tier(config, row))
 
 
 @dataclass(frozen=True, slots=True)
 class Decision:
-    kind: DecisionKind
+    kind: InterventionKind
     tier: int
     escalation: bool = False
     rate_at_alert: float | None = None  # recent attendance when the concern was raised, for `improving`
@@ -73,7 +285,7 @@ class PolicyState:
     """What the policy remembers about one pupil; small, and stored with the pupil's state."""
 
     __slots__ = ("flagged", "tier", "last_alert", "low_days", "last_low", "alert_rate_pct", "plan_open",
-                 "alert_reason")
+                 "alert_reason", "health_needs_year")
 
     def __init__(self) -> None:
         self.flagged = False
@@ -84,18 +296,23 @@ class PolicyState:
         self.alert_rate_pct = NO_RATE
         self.plan_open = False  # pastoral staff recorded a support plan that is still open
         self.alert_reason = NO_REASON  # index of the main reason of the last concern (its "pattern")
+        self.health_needs_year = 0  # academic year of the last health-needs event; 0 = never
 
     def to_bytes(self) -> bytes:
-        return _POLICY.pack(self.flagged, self.tier, self.last_alert, self.low_days, self.last_low,
-                            self.alert_rate_pct, self.plan_open, self.alert_reason)
+        return _POLICY[_CURRENT].pack(self.flagged, self.tier, self.last_alert, self.low_days, self.last_low,
+                                      self.alert_rate_pct, self.plan_open, self.alert_reason, self.health_needs_year)
 
     @classmethod
-    def from_bytes(cls, data: bytes, offset: int) -> tuple[PolicyState, int]:
+    def from_bytes(cls, data: bytes, offset: int, *, version: int = _CURRENT) -> tuple[PolicyState, int]:
+        """Decode at `offset`; `version` is the pupil-state format the record was written in."""
+        layout = _POLICY[3 if version >= 3 else 2]
         state = cls()
+        values = layout.unpack_from(data, offset)
         (flagged, state.tier, state.last_alert, state.low_days, state.last_low, state.alert_rate_pct, plan_open,
-         state.alert_reason) = _POLICY.unpack_from(data, offset)
+         state.alert_reason) = values[:8]
+        state.health_needs_year = values[8] if len(values) > 8 else 0
         state.flagged, state.plan_open = bool(flagged), bool(plan_open)
-        return state, offset + _POLICY.size
+        return state, offset + layout.size
 
     def start_plan(self) -> None:
         """A support plan is open: the pupil counts as flagged (so is not raised again) until they recover."""
@@ -107,46 +324,53 @@ class PolicyState:
         self.plan_open = False
 
 
-def decide(
-    state: PolicyState, config: PolicyConfig, score: float, *, day: int, possible_sessions: int,
-    recent_rate: float, short_rate: float, explained_run: int = 0,
-) -> Decision | None:
-    """Update the pupil's policy state for one scored mark; the event to publish, if any.
+def can_raise(state: PolicyState, config: PolicyConfig, row: PolicyRow) -> bool:
+    """Whether any score could make `decide` raise a concern for an unflagged pupil at this mark.
+    False means the decision does not depend on the score (the engine need not score the row)."""
+    if row.possible_ytd < config.min_possible_sessions:
+        return False
+    if state.last_alert and row.day - state.last_alert < config.cooldown_days:
+        return False
+    return concern_hold(config, row) is None
 
-    `day` is the ordinal of the latest school day seen for the pupil, so a late amendment of an
-    old session cannot move the policy's clock backwards. `recent_rate` is attendance over the
-    last 20 possible sessions (remembered at an alert), `short_rate` over the last 10.
-    `explained_run` is the length of the current absence run when every session of it is a
-    known illness, appointment or holiday, else 0.
+
+def decide(state: PolicyState, config: PolicyConfig, score: float, row: PolicyRow) -> Decision | None:
+    """Update the pupil's policy state for one scored mark; the `concern` or `improving` to publish.
+
+    An unflagged pupil's state changes only when a concern is raised, so for a row where
+    `can_raise` is False this returns None and changes nothing, whatever the score.
     """
-    if possible_sessions < config.min_possible_sessions:
+    if row.possible_ytd < config.min_possible_sessions:
         return None
-    tier = config.tier_for(score)
+    tier = concern_tier(config, score, row)
     if not state.flagged:
-        waiting_it_out = 0 < explained_run <= config.explained_absence_grace_sessions
-        if tier and not waiting_it_out and (state.last_alert == 0 or day - state.last_alert >= config.cooldown_days):
-            state.flagged, state.tier, state.last_alert = True, tier, day
+        if tier and can_raise(state, config, row):
+            state.flagged, state.tier, state.last_alert = True, tier, row.day
             state.low_days, state.last_low = 0, 0
-            state.alert_rate_pct = min(round(recent_rate * 100), 100)
-            return Decision(DecisionKind.CONCERN, tier)
+            state.alert_rate_pct = min(round(row.recent_rate * 100), 100)
+            return Decision(InterventionKind.CONCERN, tier)
         return None
-    if tier > state.tier and day - state.last_alert >= config.escalation_gap_days:
-        state.tier, state.last_alert, state.low_days = tier, day, 0
-        return Decision(DecisionKind.CONCERN, tier, escalation=True)
-    if score >= config.exit_score or short_rate < config.recovery_min_rate:
+    if (tier > state.tier and row.day - state.last_alert >= config.escalation_gap_days
+            and concern_hold(config, row) is None):
+        state.tier, state.last_alert, state.low_days = tier, row.day, 0
+        return Decision(InterventionKind.CONCERN, tier, escalation=True)
+    if score >= config.exit_score or row.short_rate < config.recovery_min_rate:
         state.low_days = 0
         return None
-    if day != state.last_low:
-        state.low_days, state.last_low = state.low_days + 1, day
+    if row.day != state.last_low:
+        state.low_days, state.last_low = state.low_days + 1, row.day
     if state.low_days < config.recovery_days:
         return None
     rate_at_alert = None if state.alert_rate_pct == NO_RATE else state.alert_rate_pct / 100
     tier_was = state.tier
-    state.flagged, state.tier, state.last_alert, state.low_days = False, 0, day, 0
+    state.flagged, state.tier, state.last_alert, state.low_days = False, 0, row.day, 0
     state.alert_rate_pct = NO_RATE
-    return Decision(DecisionKind.IMPROVING, tier_was, rate_at_alert=rate_at_alert)
+    return Decision(InterventionKind.IMPROVING, tier_was, rate_at_alert=rate_at_alert)
 
 
-def explained_runs(current_run, current_run_explained):
-    """The current absence run's length where all of it is illness, appointments or holiday, else 0."""
-    return current_run * (current_run == current_run_explained)
+def health_needs(state: PolicyState, config: PolicyConfig, row: PolicyRow) -> Decision | None:
+    """`health_needs` the first time this academic year illness reaches `health_needs_sessions`."""
+    if row.health_absence_ytd < config.health_needs_sessions or state.health_needs_year == row.year:
+        return None
+    state.health_needs_year = row.year
+    return Decision(InterventionKind.HEALTH_NEEDS, int(HEALTH_NEEDS_TIER))

@@ -4,7 +4,8 @@ Recent sessions are kept mark by mark in a sliding window of calendar days, keye
 (date, session). A duplicate, a redelivery or an amended mark (N re-coded to I at noon)
 replaces the slot rather than adding to it: of all recordings of one session the latest
 `recorded_at` wins (schemas.recording), so the result is the same in any order.
-Sessions that slide out of the window are folded into year-to-date totals.
+Sessions that slide out of the window are folded into year-to-date totals (possible,
+attended, and missed through illness, which the 15-day health-needs rule counts all year).
 
 Memory matters (tens of thousands of pupils per worker): one byte of code and four bytes of
 recording time per session slot, no per-mark Python objects.
@@ -18,12 +19,17 @@ from array import array
 from enum import StrEnum
 
 from models.policy import PolicyState
+from models.school_year import academic_year, year_start_ordinal
 from schemas.codes import BY_INDEX, CODES
 from schemas.marks import RegisterMark, Session
 from schemas.recording import recording_stamp, supersedes
 
-FORMAT_VERSION = 2  # 2: policy state holds the support-plan flag and the alert's pattern
-_HEADER = struct.Struct("<BHiiIIH")  # version, window_days, origin, year, folded possible, folded attended, len(school)
+# 2: policy state holds the support-plan flag and the alert's pattern.
+# 3: year-to-date illness sessions folded out of the window; the policy remembers a health-needs event.
+FORMAT_VERSION = 3
+READABLE_VERSIONS = (2, 3)
+# version, window_days, origin, year, folded possible, folded attended, [v3: folded health], len(school)
+_HEADERS = {2: struct.Struct("<BHiiIIH"), 3: struct.Struct("<BHiiIIIH")}
 
 # Per code index, how the session counts; index 0 means "no mark yet".
 POSSIBLE = bytes(int(bool(c and c.possible_session)) for c in BY_INDEX)
@@ -32,6 +38,12 @@ UNAUTHORISED = bytes(int(bool(c and c.unauthorised)) for c in BY_INDEX)
 HEALTH = bytes(int(bool(c and c.health)) for c in BY_INDEX)
 LATE = bytes(int(bool(c and c.late)) for c in BY_INDEX)
 HOLIDAY = bytes(int(bool(c and c.holiday)) for c in BY_INDEX)
+# Absence the school authorised for a reason other than health (a bereavement, a suspension, a
+# part-time timetable, an interview...): the school knows why.
+LEAVE = bytes(int(bool(c and c.absence and c.authorised and not c.health and not c.holiday)) for c in BY_INDEX)
+# Of those, what the school itself arranged: a part-time timetable (C2) or a suspension (E).
+ARRANGED_CODES = frozenset({"C2", "E"})
+ARRANGED = bytes(int(bool(c and c.code in ARRANGED_CODES)) for c in BY_INDEX)
 
 
 class ApplyOutcome(StrEnum):
@@ -45,17 +57,11 @@ class OutsideWindowError(ValueError):
     """A mark for a session older than the state window can no longer be applied exactly."""
 
 
-def academic_year(ordinal: int) -> int:
-    """The academic year (1 August to 31 July) a day belongs to, named by its first calendar year."""
-    day = dt.date.fromordinal(ordinal)
-    return day.year if day.month >= 8 else day.year - 1
-
-
 class PupilState:
     """One pupil's sessions in a sliding window of `window_days` calendar days, plus year totals."""
 
     __slots__ = ("school_id", "window_days", "origin", "year", "folded_possible", "folded_attended",
-                 "codes", "stamps", "policy")
+                 "folded_health", "codes", "stamps", "policy")
 
     def __init__(self, school_id: str, window_days: int, latest: dt.date) -> None:
         self.school_id = school_id
@@ -64,6 +70,7 @@ class PupilState:
         self.year = academic_year(latest.toordinal())
         self.folded_possible = 0
         self.folded_attended = 0
+        self.folded_health = 0  # sessions missed through illness (I, M) this year, older than the window
         self.codes = bytearray(2 * window_days)
         self.stamps = array("I", bytes(8 * window_days))
         self.policy = PolicyState()
@@ -79,14 +86,14 @@ class PupilState:
 
     @property
     def year_start_ordinal(self) -> int:
-        return dt.date(self.year, 8, 1).toordinal()
+        return year_start_ordinal(self.year)
 
     def _advance(self, new_latest: int) -> None:
         shift = new_latest - self.latest_ordinal
         new_year = academic_year(new_latest)
         if new_year != self.year:
             self.year = new_year
-            self.folded_possible = self.folded_attended = 0
+            self.folded_possible = self.folded_attended = self.folded_health = 0
         year_start = self.year_start_ordinal
         slots = min(shift, self.window_days) * 2
         codes = self.codes
@@ -95,6 +102,7 @@ class PupilState:
             if code and POSSIBLE[code] and self.origin + (i >> 1) >= year_start:
                 self.folded_possible += 1
                 self.folded_attended += ATTENDED[code]
+                self.folded_health += HEALTH[code]
         del codes[:slots]
         codes.extend(bytes(slots))
         del self.stamps[:slots]
@@ -161,23 +169,38 @@ class PupilState:
     def to_bytes(self) -> bytes:
         school = self.school_id.encode()
         return b"".join((
-            _HEADER.pack(FORMAT_VERSION, self.window_days, self.origin, self.year,
-                         self.folded_possible, self.folded_attended, len(school)),
+            _HEADERS[FORMAT_VERSION].pack(FORMAT_VERSION, self.window_days, self.origin, self.year,
+                                          self.folded_possible, self.folded_attended, self.folded_health,
+                                          len(school)),
             school, self.policy.to_bytes(), bytes(self.codes), self.stamps.tobytes(),
         ))
 
     @classmethod
     def from_bytes(cls, data: bytes) -> PupilState:
-        version, window_days, origin, year, folded_possible, folded_attended, school_len = _HEADER.unpack_from(data)
-        if version != FORMAT_VERSION:
-            raise ValueError(f"pupil state format {version} is not supported (expected {FORMAT_VERSION})")
+        """Decode a changelog record of this format or an older readable one.
+
+        A version-2 record has no folded illness count: its illness older than the window is
+        taken as none (the 15-day count restarts from what the window holds), and its policy
+        state as never having sent a health-needs event.
+        """
+        version = data[0] if data else None
+        if version not in READABLE_VERSIONS:
+            raise ValueError(f"pupil state format {version} is not supported (expected one of {READABLE_VERSIONS})")
+        header = _HEADERS[version]
+        if version == 2:
+            _, window_days, origin, year, folded_possible, folded_attended, school_len = header.unpack_from(data)
+            folded_health = 0
+        else:
+            (_, window_days, origin, year, folded_possible, folded_attended, folded_health,
+             school_len) = header.unpack_from(data)
         state = cls.__new__(cls)
-        offset = _HEADER.size
+        offset = header.size
         state.school_id = data[offset:offset + school_len].decode()
         offset += school_len
-        state.policy, offset = PolicyState.from_bytes(data, offset)
+        state.policy, offset = PolicyState.from_bytes(data, offset, version=version)
         state.window_days, state.origin, state.year = window_days, origin, year
         state.folded_possible, state.folded_attended = folded_possible, folded_attended
+        state.folded_health = folded_health
         state.codes = bytearray(data[offset:offset + 2 * window_days])
         offset += 2 * window_days
         state.stamps = array("I")

@@ -38,6 +38,15 @@ TIER_TEXT = {
     Tier.CLEAR_DIP: "a clear dip: a planned conversation with the pupil and family",
     Tier.SUSTAINED_DIP: "a sharp or sustained dip: a coordinated support conversation",
 }
+# A `health_needs` event is not about a dip: it always carries this tier and this text.
+HEALTH_NEEDS_TIER = Tier.CLEAR_DIP
+HEALTH_NEEDS_TIER_TEXT = ("health needs: 15 school days of illness this year; plan the pupil's education and "
+                          "health support with the family, the school nurse and the local authority")
+
+
+def tier_text(kind: InterventionKind, tier: Tier) -> str:
+    """The words shown beside an event's tier: what the tier means for this kind of event."""
+    return HEALTH_NEEDS_TIER_TEXT if kind is InterventionKind.HEALTH_NEEDS else TIER_TEXT[tier]
 
 
 class ReasonCode(StrEnum):
@@ -53,6 +62,10 @@ class ReasonCode(StrEnum):
     NO_RECENT_FULL_WEEK = "no_recent_full_week"
     LOW_YEAR_TO_DATE = "low_year_to_date"
     RECOVERING = "recovering"
+    # Illness that comes back in short spells (e.g. most Mondays): a wellbeing pattern, not a medical one.
+    REPEATED_ILLNESS = "repeated_illness"
+    # Illness absence this year has reached 15 school days (the `health_needs` event).
+    EXTENDED_ILLNESS = "extended_illness"
 
 
 class SupportAction(StrEnum):
@@ -66,6 +79,8 @@ class SupportAction(StrEnum):
     SENCO_REVIEW = "senco_review"
     EARLY_HELP_CONVERSATION = "early_help_conversation"
     RECOGNISE_PROGRESS = "recognise_progress"
+    WORK_SENT_HOME = "work_sent_home"
+    HEALTH_NEEDS_EDUCATION_CONVERSATION = "health_needs_education_conversation"
 
 
 ACTION_TEXT = {
@@ -77,6 +92,10 @@ ACTION_TEXT = {
     SupportAction.SENCO_REVIEW: "a review with the SENCO of whether the pupil's support is meeting their needs",
     SupportAction.EARLY_HELP_CONVERSATION: "an Early Help conversation with the family about wider support",
     SupportAction.RECOGNISE_PROGRESS: "recognise the progress with the pupil and family, and keep in touch",
+    SupportAction.WORK_SENT_HOME: "work sent home so the pupil can keep up while unwell, with a named contact at school",
+    SupportAction.HEALTH_NEEDS_EDUCATION_CONVERSATION: (
+        "a conversation with the family about the local authority's education service for children with "
+        "health needs, and about returning to school when they are ready"),
 }
 
 
@@ -108,6 +127,22 @@ class WindowSummary(BaseModel):
     current_run_explained: int = Field(
         0, description="Sessions of the current absence run whose reason is known to be illness, a medical "
         "appointment or a family holiday (I, M, G).")
+    current_run_health: int = Field(
+        0, description="Sessions of the current absence run missed through illness or a medical appointment (I, M).")
+    current_run_leave: int = Field(
+        0, description="Sessions of the current absence run that are leave the school authorised for another "
+        "reason (C, C1, C2, E, J1, R, S, T: e.g. a bereavement, a suspension, a part-time timetable).")
+    health_absence_ytd: int = Field(
+        0, description="Sessions this academic year missed through illness or a medical appointment (I, M), "
+        "including sessions older than the pupil's window.")
+    arranged_20: int = Field(
+        0, description="Of the last 20 possible sessions, those the school arranged itself: a part-time "
+        "timetable (C2) or a suspension (E).")
+    arranged_40: int = Field(0, description="As arranged_20, over the last 40 possible sessions.")
+    possible_since_block: int = Field(
+        0, description="Possible sessions after the longest absence spell of the last 40 possible sessions (the "
+        "most recent one if two are as long); 0 when there was no absence.")
+    attended_since_block: int = Field(0, description="Of those, the sessions attended.")
     longest_absence_run_40: int
     absence_spells_40: int
     unauthorised_40: int

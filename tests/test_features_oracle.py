@@ -8,7 +8,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from models.features import FEATURE_NAMES, features_batch, snapshot
+from models.features import FEATURE_NAMES, STAT_NAMES, features_batch, snapshot
 from models.state import OutsideWindowError, PupilState
 from schemas.codes import CODES
 from schemas.marks import Session
@@ -37,6 +37,21 @@ def oracle(state: PupilState) -> dict[str, int]:
     sequence = "".join("A" if c.attending else "X" for _, _, c in possible)
     last_week = sequence.rfind("A" * 10)
     absent = [(d, s, c) for d, s, c in recent if not c.attending]
+    # Runs of absence newest first: (index of the run's newest session, length); the longest wins,
+    # the most recent of equally long ones.
+    spells, start = [], None
+    for i, flag in enumerate(attended + [True]):
+        if not flag and start is None:
+            start = i
+        elif flag and start is not None:
+            spells.append((start, i - start))
+            start = None
+    block = max(spells, key=lambda spell: (spell[1], -spell[0]), default=None)
+    since = block[0] if block else 0
+
+    def leave(c) -> bool:
+        return c.absence and bool(c.authorised) and not c.health and not c.holiday
+
     return {
         "possible_10": len(recent[:10]), "attended_10": sum(attended[:10]),
         "possible_20": len(recent[:20]), "attended_20": sum(attended[:20]),
@@ -48,6 +63,12 @@ def oracle(state: PupilState) -> dict[str, int]:
         - sum(c.attending for _, _, c in recent_20_in_year),
         "current_absence_run": current, "longest_absence_run_40": max(runs, default=0),
         "current_run_explained": sum(c.health or c.holiday for _, _, c in recent[:current]),
+        "current_run_health": sum(c.health for _, _, c in recent[:current]),
+        "current_run_leave": sum(leave(c) for _, _, c in recent[:current]),
+        "health_absence_ytd": state.folded_health + sum(c.health for _, _, c in ytd),
+        "arranged_20": sum(c.code in ("C2", "E") for _, _, c in recent[:20]),
+        "arranged_40": sum(c.code in ("C2", "E") for _, _, c in recent),
+        "possible_since_block": since, "attended_since_block": sum(attended[:since]),
         "absence_spells_40": len(runs),
         "unauthorised_40": sum(c.unauthorised for _, _, c in absent),
         "health_40": sum(c.health for _, _, c in absent),
@@ -87,5 +108,7 @@ def test_batch_features_match_the_oracle(cases):
     assert X.shape == (len(states), len(FEATURE_NAMES)) and np.all(np.isfinite(X))
     for i, state in enumerate(states):
         row = batch.row(i)
-        assert {name: getattr(row, name) for name in oracle(state)} == oracle(state)
+        expected = oracle(state)
+        assert set(expected) == set(STAT_NAMES), "every count has an oracle"
+        assert {name: getattr(row, name) for name in expected} == expected
         assert row.latest_date == state.latest_date

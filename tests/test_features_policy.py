@@ -9,10 +9,23 @@ import numpy as np
 import pytest
 
 from models.explain import build_event, concern_reasons
-from models.features import FEATURE_NAMES, features, summarise
-from models.policy import DecisionKind, PolicyConfig, PolicyState, decide
+from models.features import (
+    FEATURE_NAMES,
+    features,
+    snapshot,
+    summarise,
+    summarise_batch,
+)
+from models.policy import PolicyConfig, PolicyRow, PolicyState, decide, policy_inputs
 from models.state import PupilState
-from schemas.events import ACTION_TEXT, InterventionKind, ReasonCode, SupportAction, TIER_TEXT
+from schemas.events import (
+    ACTION_TEXT,
+    HEALTH_NEEDS_TIER_TEXT,
+    TIER_TEXT,
+    InterventionKind,
+    ReasonCode,
+    SupportAction,
+)
 from tests.conftest import MONDAY, pupil_marks
 
 ENFORCEMENT = re.compile(r"\b(fines?|fined|penalt\w*|prosecut\w*|enforce\w*|magistrate\w*|court|sanction\w*)\b",
@@ -79,19 +92,26 @@ CONFIG = PolicyConfig(enter_score=0.5, exit_score=0.2, tier2_score=0.7, tier3_sc
                       escalation_gap_days=7, recovery_days=3, min_possible_sessions=20)
 
 
+def policy_row(day: int = 800_000, **values) -> PolicyRow:
+    """A mark whose register lets a concern through (70% recently, no current absence)."""
+    defaults = dict(day=day, year=2025, possible_ytd=100, recent_rate=0.7, short_rate=1.0, unarranged_rate=0.7,
+                    rate_20=0.7, rate_40=0.7, possible_40=40, current_run=0, health_absence=False, known_run=0,
+                    unexplained_run=0, one_block=False, health_absence_ytd=0, usual_rate=0.95)
+    return PolicyRow(**{**defaults, **values})
+
+
 def run(scores, *, start=800_000, possible=100, short_rate=1.0):
     state = PolicyState()
     out = []
     for offset, score in enumerate(scores):
-        out.append(decide(state, CONFIG, score, day=start + offset, possible_sessions=possible, recent_rate=0.7,
-                          short_rate=short_rate))
+        out.append(decide(state, CONFIG, score, policy_row(start + offset, possible_ytd=possible, short_rate=short_rate)))
     return out, state
 
 
 def test_raises_once_not_every_day():
     decisions, _ = run([0.6] * 15)
     raised = [d for d in decisions if d]
-    assert len(raised) == 1 and raised[0].kind is DecisionKind.CONCERN and raised[0].tier == 1
+    assert len(raised) == 1 and raised[0].kind is InterventionKind.CONCERN and raised[0].tier == 1
 
 
 def test_hysteresis_no_flapping_between_thresholds():
@@ -109,16 +129,16 @@ def test_escalation_needs_a_higher_tier_and_a_gap():
 def test_recovery_emits_improving_then_cooldown():
     decisions, state = run([0.8, 0.1, 0.1, 0.1, 0.8, 0.8])
     events = [(i, d.kind) for i, d in enumerate(decisions) if d]
-    assert events == [(0, DecisionKind.CONCERN), (3, DecisionKind.IMPROVING)]
+    assert events == [(0, InterventionKind.CONCERN), (3, InterventionKind.IMPROVING)]
     assert not state.flagged
     decisions, _ = run([0.8, 0.1, 0.1, 0.1] + [0.8] * 30)
-    concern_days = [i for i, d in enumerate(decisions) if d and d.kind is DecisionKind.CONCERN]
+    concern_days = [i for i, d in enumerate(decisions) if d and d.kind is InterventionKind.CONCERN]
     assert concern_days == [0, 24]  # 21 days after the improving event on day 3
 
 
 def test_a_low_score_without_attendance_back_is_not_recovery():
     decisions, state = run([0.8] + [0.05] * 10, short_rate=0.6)
-    assert [d.kind for d in decisions if d] == [DecisionKind.CONCERN]
+    assert [d.kind for d in decisions if d] == [InterventionKind.CONCERN]
     assert state.flagged
 
 
@@ -180,7 +200,7 @@ def test_event_ids_are_deterministic_and_distinct():
 
 
 def test_no_vocabulary_can_express_enforcement():
-    texts = [*ACTION_TEXT.values(), *TIER_TEXT.values(), *(a.value for a in SupportAction),
+    texts = [*ACTION_TEXT.values(), *TIER_TEXT.values(), HEALTH_NEEDS_TIER_TEXT, *(a.value for a in SupportAction),
              *(r.value for r in ReasonCode)]
     for text in texts:
         assert not ENFORCEMENT.search(text.replace("_", " ")), text
@@ -203,19 +223,54 @@ def test_actions_follow_the_order_of_the_reasons_in_every_process():
                                                      SupportAction.WELLBEING_CHECK_IN]
 
 
-@pytest.mark.parametrize("explained_run, raised", [(0, True), (6, False), (10, False), (12, True)])
-def test_a_short_explained_illness_is_waited_out(explained_run, raised):
-    """A week of flu is not a dip: while the current absence is illness of at most ten sessions
-    no new concern is raised; past that, it is."""
+@pytest.mark.parametrize("row, raised", [
+    (policy_row(), True),
+    (policy_row(current_run=40, health_absence=True, known_run=40), False),  # illness, however long
+    (policy_row(current_run=20, known_run=20), False),  # a two-week holiday is waited out
+    (policy_row(current_run=22, known_run=22), True),  # longer than that, it is not
+    (policy_row(recent_rate=0.9, unarranged_rate=0.9), False),  # 18 of 20: nothing to talk about
+    (policy_row(one_block=True), False),  # one block, judged by what followed it
+    (policy_row(possible_ytd=19), False),  # too little evidence this year
+])
+def test_the_register_holds_a_concern_back(row, raised):
     state = PolicyState()
-    decision = decide(state, CONFIG, 0.95, day=800_000, possible_sessions=100, recent_rate=0.5, short_rate=0.2,
-                      explained_run=explained_run)
+    decision = decide(state, CONFIG, 0.95, row)
     assert (decision is not None) is raised
     assert state.flagged is raised
 
 
-def test_explained_runs_only_count_when_the_whole_run_is_illness():
-    from models.policy import explained_runs
+def test_an_escalation_waits_while_the_pupil_is_ill():
+    state = PolicyState()
+    assert decide(state, CONFIG, 0.6, policy_row(800_000)).tier == 1
+    ill = policy_row(800_010, current_run=12, health_absence=True, known_run=12)
+    assert decide(state, CONFIG, 0.95, ill) is None
+    assert decide(state, CONFIG, 0.95, policy_row(800_011)).escalation
 
-    runs = explained_runs(np.array([0, 6, 6, 12]), np.array([0, 6, 5, 12]))
-    assert runs.tolist() == [0, 6, 0, 12]
+
+def inputs_of(days):
+    batch = summarise_batch([snapshot(state_from(days))])
+    return policy_inputs(batch.columns, batch.latest_ordinal, CONFIG).rows()[0]
+
+
+def test_policy_inputs_read_the_current_run():
+    ill = inputs_of([("/", "\\")] * 30 + [("I", "I")] * 3)
+    assert ill.health_absence and ill.known_run == 6 and ill.unexplained_run == 0
+    mixed = inputs_of([("/", "\\")] * 30 + [("I", "I"), ("N", "N")])
+    assert not mixed.health_absence and mixed.known_run == 0 and mixed.unexplained_run == 2
+    leave = inputs_of([("/", "\\")] * 30 + [("C", "C")] * 2)
+    assert leave.known_run == 4 and not leave.health_absence
+    assert ill.year == 2025 and ill.possible_ytd == 66
+
+
+@pytest.mark.parametrize("usual_rate, raised", [(0.95, True), (0.8, False)])
+def test_a_week_unexplained_from_a_pupil_who_usually_attends_is_a_concern_whatever_the_score(usual_rate, raised):
+    """Nobody has heard from them for a week: a call home, even when the model scores it low. For a
+    pupil already persistently absent, such runs are their pattern and the score decides."""
+    state = PolicyState()
+    row = policy_row(current_run=10, unexplained_run=10, recent_rate=0.5, unarranged_rate=0.5, rate_20=0.5,
+                     usual_rate=usual_rate)
+    decision = decide(state, CONFIG, 0.05, row)
+    assert (decision is not None) is raised
+    if raised:
+        assert decision.kind is InterventionKind.CONCERN and decision.tier == 2
+    assert decide(PolicyState(), CONFIG, 0.05, policy_row(current_run=9, unexplained_run=9)) is None

@@ -1,0 +1,11 @@
+"""Numbers the dip label and the alert policy share, so "one block" and "an illness" mean the
+same thing in what the model learns and in what the policy holds back."""
+
+from __future__ import annotations
+
+FLOOR = 0.90  # the persistent-absence line: attendance under it is in the range that matters
+DROP = 0.10  # a change: at least ten points below the pupil's own earlier level
+BLOCK_MIN_SESSIONS = 4  # a block is at least two days; one day off is not a block
+SHORT_BLOCK_SESSIONS = 20  # ten school days: the longest one-off block (an illness, a holiday)
+ILLNESS_SPELL_SESSIONS = 10  # a week of illness: with little else, the shortfall is a health matter
+OTHER_ABSENCES = 2  # sessions of other absence a block (or an illness) may come with
