@@ -1,9 +1,19 @@
 """The decision engine: marks in, updated per-pupil state and intervention events out.
 
-Pure and broker-free. The Faust agent, offline replay and training all drive this same code,
-so the stream raises exactly the interventions that replay and evaluation saw.
-Marks are processed in micro-batches: state updates and features per mark, one vectorised
-model call per batch, then the policy per mark in order.
+Pure and broker-free. The Faust agent, offline replay, evaluation and the backtest all drive
+this same code, so the stream raises exactly the interventions that replay and evaluation saw.
+
+A micro-batch goes through four steps:
+  1. state: each mark is applied to its pupil's state; a mark that changes the record (new or
+     amended) is snapshotted for a decision.
+  2. counts and policy inputs for every snapshot at once (models.features, models.policy).
+  3. scoring, economically: only rows whose decision can depend on the score (a flagged pupil,
+     or from the first mark where the register lets a concern through, `policy.can_raise`), and
+     each distinct feature row once. Every other row's decision is the same whatever its score.
+  4. the policy, mark by mark in order (health needs, then concern / improving); then one
+     batched attribution call for every concern's reasons; then the events, in mark order.
+The scores and events are identical to scoring every row and explaining alert by alert
+(tests/test_engine.py proves it).
 """
 
 from __future__ import annotations
@@ -15,11 +25,25 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from models.artifact import RiskModel
-from models.explain import build_event
-from models.features import Snapshot, features_batch, snapshot
-from models.policy import Decision, DecisionKind, PolicyConfig, PolicyState, decide, explained_runs
+from models.explain import build_event, contributions
+from models.features import Snapshot, feature_matrix, snapshot, summarise_batch
+from models.policy import (
+    Decision,
+    PolicyConfig,
+    PolicyRow,
+    PolicyState,
+    can_raise,
+    decide,
+    health_needs,
+    policy_inputs,
+)
 from models.state import ApplyOutcome, OutsideWindowError, PupilState
-from schemas.events import InterventionEvent, InterventionKind, ReasonCode, WindowSummary
+from schemas.events import (
+    InterventionEvent,
+    InterventionKind,
+    ReasonCode,
+    WindowSummary,
+)
 from schemas.marks import MarkRejected, RegisterMark, RejectReason
 
 # Stable small numbers for reason codes, stored in the policy state (append-only).
@@ -34,7 +58,7 @@ class BatchResult:
     rejected: list[tuple[int, MarkRejected]] = field(default_factory=list)
     outcomes: dict[ApplyOutcome, int] = field(default_factory=lambda: {o: 0 for o in ApplyOutcome})
     touched: dict[str, PupilState] = field(default_factory=dict)
-    scored: int = 0
+    scored: int = 0  # feature rows sent to the model (distinct rows the policy could act on)
     scoring_seconds: float = 0.0
 
     def merge(self, other: BatchResult, offset: int) -> None:
@@ -59,6 +83,20 @@ class _Pending:
     school_id: str
 
 
+@dataclass(slots=True)
+class _Decided:
+    row: int  # position in the pending list
+    decision: Decision
+
+
+def distinct_rows(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The byte-distinct rows of X and, per row of X, the index of its distinct row."""
+    X = np.ascontiguousarray(X)
+    keys = X.view(np.dtype((np.void, X.dtype.itemsize * X.shape[1]))).ravel()
+    _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+    return X[first], inverse.ravel()
+
+
 class DecisionEngine:
     def __init__(self, model: RiskModel, *, window_days: int, policy: PolicyConfig | None = None,
                  support_needs: Callable[[str], frozenset[str]] | None = None) -> None:
@@ -73,6 +111,37 @@ class DecisionEngine:
     def process(self, marks: Sequence[RegisterMark], states: MutableMapping[str, PupilState]) -> BatchResult:
         """Apply a batch of valid marks in order; states is read and updated in place."""
         result = BatchResult()
+        pending = self._apply(marks, states, result)
+        if not pending:
+            return result
+        batch = summarise_batch([p.snapshot for p in pending])
+        rows = policy_inputs(batch.columns, batch.latest_ordinal, self.policy).rows()
+        health = [health_needs(p.state.policy, self.policy, row) for p, row in zip(pending, rows)]
+        need = self._needs_score(pending, rows)
+        for i, decision in enumerate(health):
+            need[i] = need[i] or decision is not None  # the event carries the score
+        X = feature_matrix(batch)
+        scores = self._score(X, need, result)
+        decided: list[_Decided] = []
+        for i, (item, row) in enumerate(zip(pending, rows)):
+            if health[i] is not None:
+                decided.append(_Decided(i, health[i]))
+            if need[i]:
+                decision = decide(item.state.policy, self.policy, scores[i], row)
+                if decision is not None:
+                    decided.append(_Decided(i, decision))
+        concerns = [d.row for d in decided if d.decision.kind is InterventionKind.CONCERN]
+        weights = dict(zip(concerns, self._explain(X[concerns]))) if concerns else {}
+        for d in decided:
+            item = pending[d.row]
+            event = self._event(item, d.decision, scores[d.row], batch.row(d.row), weights.get(d.row))
+            if not self._suppressed_by_plan(item.state.policy, event):
+                result.events.append(event)
+                result.event_marks.append(item.index)
+        return result
+
+    def _apply(self, marks: Sequence[RegisterMark], states: MutableMapping[str, PupilState],
+               result: BatchResult) -> list[_Pending]:
         pending: list[_Pending] = []
         for index, mark in enumerate(marks):
             state = result.touched.get(mark.pupil_id) or states.get(mark.pupil_id)
@@ -90,33 +159,46 @@ class DecisionEngine:
                 pending.append(_Pending(index, mark, state, snapshot(state), state.school_id))
         for pupil_id, state in result.touched.items():
             states[pupil_id] = state
-        if not pending:
-            return result
-        batch, X = features_batch([p.snapshot for p in pending])
-        started = time.perf_counter()
-        scores = self.model.score(X)
-        result.scoring_seconds = time.perf_counter() - started
-        result.scored = len(pending)
-        possible_ytd = batch["possible_ytd"].tolist()
-        recent_rate = (batch["attended_20"] / np.maximum(batch["possible_20"], 1)).tolist()
-        short_rate = (batch["attended_10"] / np.maximum(batch["possible_10"], 1)).tolist()
-        explained_run = explained_runs(batch["current_absence_run"], batch["current_run_explained"]).tolist()
-        for i, (item, score) in enumerate(zip(pending, scores.tolist())):
-            decision = decide(item.state.policy, self.policy, score, day=item.snapshot.latest_ordinal,
-                              possible_sessions=possible_ytd[i], recent_rate=recent_rate[i],
-                              short_rate=short_rate[i], explained_run=explained_run[i])
-            if decision is None:
-                continue
-            event = self._event(item, decision, score, batch.row(i), X[i])
-            if not self._suppressed_by_plan(item.state.policy, event):
-                result.events.append(event)
-                result.event_marks.append(item.index)
-        return result
+        return pending
+
+    def _needs_score(self, pending: Sequence[_Pending], rows: Sequence[PolicyRow]) -> list[bool]:
+        """Rows whose decision can depend on the score. A pupil flagged at the start of the batch:
+        every row. Otherwise the pupil's policy state cannot change before a concern is raised,
+        so rows before the first one where `can_raise` holds are decided without a score, and
+        every row from it on is scored (the concern may be raised there)."""
+        live: dict[str, bool] = {}
+        need = []
+        for item, row in zip(pending, rows):
+            pupil = item.mark.pupil_id
+            policy = item.state.policy
+            if pupil not in live:
+                live[pupil] = policy.flagged
+            if not live[pupil] and can_raise(policy, self.policy, row):
+                live[pupil] = True
+            need.append(live[pupil])
+        return need
+
+    def _score(self, X: np.ndarray, need: Sequence[bool], result: BatchResult) -> list[float]:
+        """Scores for the rows in `need` (each distinct row scored once); NaN for the others."""
+        scores = np.full(len(X), np.nan)
+        wanted = np.flatnonzero(need)
+        if wanted.size:
+            unique, inverse = distinct_rows(X[wanted])
+            started = time.perf_counter()
+            scored = self.model.score(unique)
+            result.scoring_seconds += time.perf_counter() - started
+            result.scored += len(unique)
+            scores[wanted] = scored[inverse]
+        return scores.tolist()
+
+    def _explain(self, rows: np.ndarray) -> np.ndarray:
+        """Attributions of every concern of the batch, in one call."""
+        return contributions(self.model, rows)
 
     @staticmethod
     def _suppressed_by_plan(policy: PolicyState, event: InterventionEvent) -> bool:
         """While a support plan is open, the same pattern getting worse is not re-alerted:
-        the team already has it in hand. A different pattern, or recovery, still goes out."""
+        the team already has it in hand. A different pattern, recovery or health needs still go out."""
         if event.kind is not InterventionKind.CONCERN:
             return False
         pattern = REASON_INDEX[event.reasons[0].code]
@@ -126,14 +208,10 @@ class DecisionEngine:
         return suppressed
 
     def _event(self, item: _Pending, decision: Decision, score: float, stats: WindowSummary,
-               row: np.ndarray) -> InterventionEvent:
-        concern = decision.kind is DecisionKind.CONCERN
+               weights: np.ndarray | None) -> InterventionEvent:
         return build_event(
-            kind=InterventionKind.CONCERN if concern else InterventionKind.IMPROVING,
-            tier=decision.tier, escalation=decision.escalation, score=score,
+            kind=decision.kind, tier=decision.tier, escalation=decision.escalation, score=score,
             pupil_id=item.mark.pupil_id, school_id=item.school_id, as_of=item.mark.date, stats=stats,
-            contributions=self.model.contributions(row) if concern else None, model_version=self.model.version,
-            rate_at_alert=decision.rate_at_alert, support_needs=self.support_needs(item.mark.pupil_id),
+            contributions=weights, model_version=self.model.version, rate_at_alert=decision.rate_at_alert,
+            support_needs=self.support_needs(item.mark.pupil_id),
         )
-
-
