@@ -8,18 +8,25 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TextIO
+from typing import Protocol, TextIO
 
-from models.engine import DecisionEngine
+from models.engine import BatchResult
 from models.state import PupilState
 from schemas.deadletter import DeadLetter, dead_letter
 from schemas.events import InterventionEvent
 from schemas.interchange import CsvRow, read_marks
+from schemas.marks import DEFAULT_LIMITS, MarkLimits
 
 BATCH = 1000
+
+
+class MarkProcessor(Protocol):
+    """What replay drives: the DecisionEngine, or something wrapping it (evaluation's observer)."""
+
+    def process(self, marks: list, states: dict[str, PupilState]) -> BatchResult: ...
 
 
 @dataclass
@@ -43,9 +50,12 @@ def _batches(rows: Iterator[CsvRow], size: int) -> Iterator[list[CsvRow]]:
         yield batch
 
 
-def replay_file(path: Path, engine: DecisionEngine, *, out: TextIO | None = None,
+def replay_file(path: Path, engine: MarkProcessor, *, out: TextIO | None = None,
                 dead_letters: TextIO | None = None, today: dt.date | None = None,
-                max_future_days: int = 31, batch_size: int = BATCH) -> tuple[ReplayReport, list[InterventionEvent]]:
+                limits: MarkLimits = DEFAULT_LIMITS, batch_size: int = BATCH,
+                on_rows: Callable[[int], None] | None = None) -> tuple[ReplayReport, list[InterventionEvent]]:
+    """Run `engine` over the CSV in file order, in batches; `on_rows(n)` is told after each batch
+    how many rows it read (for a progress bar)."""
     report = ReplayReport()
     events: list[InterventionEvent] = []
 
@@ -54,7 +64,7 @@ def replay_file(path: Path, engine: DecisionEngine, *, out: TextIO | None = None
         if dead_letters is not None:
             dead_letters.write(letter.model_dump_json() + "\n")
 
-    for batch in _batches(read_marks(path, today=today, max_future_days=max_future_days), batch_size):
+    for batch in _batches(read_marks(path, today=today, limits=limits), batch_size):
         report.read += len(batch)
         valid = [row for row in batch if row.mark is not None]
         for row in batch:
@@ -71,4 +81,6 @@ def replay_file(path: Path, engine: DecisionEngine, *, out: TextIO | None = None
             if out is not None:
                 out.write(event.model_dump_json() + "\n")
         report.events += len(result.events)
+        if on_rows is not None:
+            on_rows(len(batch))
     return report, events

@@ -8,11 +8,12 @@ direction is certain; both are calibrated (`CalibratedClassifierCV`, fitted on t
 split only). The better on held-out PR-AUC is kept, and refitted on every row for shipping.
 
 The alert threshold: the pastoral workload budget (concerns per 100 pupils per school week)
-is a hard cap. Within it, the entry threshold that best balances alert precision and early
-recall against the label's own dip episodes on the held-out rows is chosen (F1 of the two,
-by the real policy run over day-end scores). No ground truth is needed, so the same code
-runs on a real register export. With a ground-truth validation cohort (`validation=`,
-distinct from the evaluation cohort) the same choice is made against truth instead.
+is a hard cap. Within it, the entry threshold that meets the most alert targets
+(models.evaluation.targets) on the held-out rows is chosen, ties broken by the F1 of alert
+precision and recall within 20 school days, by the real policy run over day-end scores
+(models.evaluation.policy_sim). Against the label's own dip episodes no ground truth is
+needed, so the same code runs on a real register export; with ground truth for the training
+cohort (`validation_truth`, never an evaluation cohort) the choice is made against truth.
 """
 
 from __future__ import annotations
@@ -29,20 +30,18 @@ import numpy as np
 from sklearn.calibration import CalibratedClassifierCV
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
 from models.artifact import RiskModel
 from models.dataset import TrainingSet, build_training_set
-from models.evaluation import (
-    Episode,
-    Truth,
-    alerts_per_100_per_week,
-    policy_alerts,
-    score_alerts,
-)
+from models.evaluation.policy_sim import PolicySimulation
+from models.evaluation.ranking import ranking_metrics
+from models.evaluation.scoring import alerts_per_100_per_week, score_alerts
+from models.evaluation.targets import TARGETS
+from models.evaluation.truth import Episode, Truth
 from models.features import FEATURE_NAMES
+from models.labels import EPISODE_GAP_DAYS, LABEL_DIP, label_episodes
 from models.policy import PolicyConfig
 
 DEFAULT_ALERT_BUDGET = 1.0  # concerns per 100 pupils per school week
@@ -101,42 +100,21 @@ def make_pipeline(kind: str = "boosted", seed: int = 0, *, calibrate: bool = Tru
     return Pipeline([("classify", final)])
 
 
-def ranking(scores: np.ndarray, y: np.ndarray) -> dict[str, float | None]:
-    both = len(np.unique(y)) > 1
-    return {
-        "roc_auc": round(float(roc_auc_score(y, scores)), 4) if both else None,
-        "pr_auc": round(float(average_precision_score(y, scores)), 4) if y.any() else None,
-        "brier": round(float(brier_score_loss(y, scores)), 4),
-    }
-
-
 # -- threshold ------------------------------------------------------------------------------
-def label_truth(ts: TrainingSet, *, max_gap_days: int = 10) -> Truth:
-    """Dip episodes read off the label itself: runs of a pupil's positive rows (gaps of at most
-    `max_gap_days` school days joined). Stands in for ground truth when none exists."""
+def label_truth(ts: TrainingSet, *, max_gap_days: int = EPISODE_GAP_DAYS) -> Truth:
+    """Dip episodes read off the label itself (models.labels.label_episodes): stands in for
+    ground truth when none exists. An episode runs to the school day after its last positive row."""
     index = {d.toordinal(): i for i, d in enumerate(ts.school_days)}
-    episodes: dict[str, list[Episode]] = defaultdict(list)
     positive = ts.y == 1
-    order = np.lexsort((ts.day[positive], ts.pupil_id[positive].astype(str)))
-    pupils, days = ts.pupil_id[positive][order], ts.day[positive][order]
-    start = prev = None
-    current = None
-    for pupil, day in zip(pupils, days):
-        i = index[int(day)]
-        if pupil != current or i - prev > max_gap_days:
-            if current is not None:
-                episodes[current].append(_label_episode(ts, start, prev))
-            current, start = pupil, i
-        prev = i
-    if current is not None:
-        episodes[current].append(_label_episode(ts, start, prev))
-    pupils_all = sorted(set(ts.pupil_id.tolist()))
-    return Truth(dict(episodes), {}, {}, pupils_all)
-
-
-def _label_episode(ts: TrainingSet, start: int, end: int) -> Episode:
-    last = min(end + 1, len(ts.school_days) - 1)
-    return Episode("label_dip", ts.school_days[start], ts.school_days[last])
+    pupils = sorted(set(ts.pupil_id.tolist()))
+    number = {p: i for i, p in enumerate(pupils)}
+    days = np.fromiter((index[int(d)] for d in ts.day[positive]), np.int64, int(positive.sum()))
+    who = np.fromiter((number[p] for p in ts.pupil_id[positive]), np.int64, int(positive.sum()))
+    episodes: dict[str, list[Episode]] = defaultdict(list)
+    last = len(ts.school_days) - 1
+    for pupil, first, final in label_episodes(who, days, max_gap_days=max_gap_days):
+        episodes[pupils[pupil]].append(Episode(LABEL_DIP, ts.school_days[first], ts.school_days[min(final + 1, last)]))
+    return Truth(dict(episodes), {}, {}, pupils)
 
 
 def threshold_objective(metrics: dict[str, Any]) -> float:
@@ -145,11 +123,18 @@ def threshold_objective(metrics: dict[str, Any]) -> float:
     return 2 * p * r / (p + r) if p + r else 0.0
 
 
+def targets_met(metrics: dict[str, Any]) -> int:
+    """How many of the alert targets (models.evaluation.targets) these validation figures meet;
+    a figure the validation cannot measure (e.g. no one-off pupils without ground truth) is skipped."""
+    return sum(bool(target.passes(metrics.get(target.key))) for target in TARGETS)
+
+
 def choose_policy(scores: np.ndarray, ts: TrainingSet, budget: float, base: PolicyConfig | None = None, *,
                   truth: Truth | None = None) -> tuple[PolicyConfig, list[dict[str, Any]]]:
     """The entry threshold for the budget: among thresholds whose alert rate on these rows is
-    within `budget`, the one with the best `threshold_objective` against `truth` (default:
-    the label's own episodes). Returns the policy and the whole sweep."""
+    within `budget`, the one that meets the most alert targets against `truth` (default: the
+    label's own episodes), then the best `threshold_objective`. Returns the policy and the
+    whole sweep."""
     base = base or PolicyConfig()
     dip_kinds = None
     pupils = sorted(set(ts.pupil_id.tolist()))
@@ -157,23 +142,29 @@ def choose_policy(scores: np.ndarray, ts: TrainingSet, budget: float, base: Poli
     first, last = int(ts.day.min()), int(ts.day.max())
     days_covered = [d for d in school_days if first <= d.toordinal() <= last]
     if truth is None:
-        truth, dip_kinds = label_truth(ts), ("label_dip",)
+        truth, dip_kinds = label_truth(ts), (LABEL_DIP,)
     else:  # episodes that could be seen in the rows' period: an alert during any of them is right
         first_day = days_covered[0]
         truth = Truth({p: [e for e in eps if e.recovery is None or e.recovery >= first_day]
                        for p, eps in truth.episodes.items()}, truth.sen, truth.fsm, truth.pupils)
+    simulation = PolicySimulation(ts, base)
     sweep = []
     for enter in THRESHOLD_GRID:
         config = thresholds(base, enter)
-        alerts = policy_alerts(scores, ts, config)
+        alerts = simulation.alerts(scores, config)
         rate = alerts_per_100_per_week(alerts, len(pupils), len(days_covered))
         metrics = score_alerts(alerts, truth, days_covered, pupils, dip_kinds=dip_kinds).metrics()
         sweep.append({"enter_score": enter, "alerts_per_100_per_week": round(rate, 3),
                       "alert_precision": metrics["alert_precision"], "recall_within_20": metrics["recall_within_20"],
+                      "median_lead_days": metrics["median_lead_days"],
+                      "one_off_flagged_share": metrics["one_off_flagged_share"],
+                      "no_dip_flagged_share": metrics["no_dip_flagged_share"],
+                      "targets_met": targets_met(metrics),
                       "objective": round(threshold_objective(metrics), 4), "within_budget": rate <= budget})
     feasible = [s for s in sweep if s["within_budget"]]
     # No threshold within budget: the highest one, marked so (metrics["budget_met"] is False).
-    best = max(feasible, key=lambda s: (s["objective"], -s["enter_score"])) if feasible else sweep[-1]
+    best = (max(feasible, key=lambda s: (s["targets_met"], s["objective"], -s["enter_score"])) if feasible
+            else sweep[-1])
     return thresholds(base, best["enter_score"]), sweep
 
 
@@ -185,15 +176,12 @@ def thresholds(base: PolicyConfig, enter: float) -> PolicyConfig:
                                    "tier2_score": tier2, "tier3_score": tier3})
 
 
-_thresholds = thresholds  # former name
-
-
 def simulate_alert_rate(scores: np.ndarray, ts: TrainingSet, config: PolicyConfig) -> float:
     """Concerns raised per 100 pupils per school week when the policy sees these day-end scores."""
     pupils = len(np.unique(ts.pupil_id))
     first, last = int(ts.day.min()), int(ts.day.max())
     days = sum(1 for d in ts.school_days if first <= d.toordinal() <= last) or 1
-    return alerts_per_100_per_week(policy_alerts(scores, ts, config), pupils, days)
+    return alerts_per_100_per_week(PolicySimulation(ts, config).alerts(scores, config), pupils, days)
 
 
 def file_sha256(path: Path) -> str:
@@ -242,7 +230,7 @@ def train(marks: Iterable, *, window_days: int, data_sha256: str, seed: int = 0,
     for kind in candidates:
         pipeline = make_pipeline(kind, seed).fit(train_set.X, train_set.y)
         scores = pipeline.predict_proba(test_set.X)[:, 1]
-        compared[kind] = ranking(scores, test_set.y)
+        compared[kind] = ranking_metrics(scores, test_set.y)
         fitted[kind] = (pipeline, scores)
     chosen = ship if ship in fitted else max(candidates, key=lambda k: compared[k]["pr_auc"] or 0.0)
     _, test_scores = fitted[chosen]
@@ -281,6 +269,7 @@ def train_on_simulation(config: Any, *, window_days: int, budget: float = DEFAUL
     models.simulator SimulationConfig; use a different seed from the evaluation cohort."""
     import tempfile
 
+    from models.evaluation.run import OFFLINE_LIMITS
     from models.simulator.generate import simulate_year
     from schemas.interchange import read_marks
 
@@ -289,7 +278,7 @@ def train_on_simulation(config: Any, *, window_days: int, budget: float = DEFAUL
         marks_csv, truth_csv, roster_csv = folder / "marks.csv", folder / "truth.csv", folder / "roster.csv"
         simulate_year(config, marks_path=marks_csv, truth_path=truth_csv, roster_path=roster_csv)
         truth = Truth.load(truth_csv, roster_csv)
-        marks = (row.mark for row in read_marks(marks_csv, max_future_days=100_000) if row.mark is not None)
+        marks = (row.mark for row in read_marks(marks_csv, limits=OFFLINE_LIMITS) if row.mark is not None)
         model = train(marks, window_days=window_days, data_sha256=file_sha256(marks_csv), seed=config.seed,
                       budget=budget, version=version, sample_every=sample_every, validation_truth=truth, ship=ship)
     model.training["simulation"] = config.model_dump(mode="json")

@@ -26,6 +26,9 @@ def _date(_ctx: click.Context, _param: click.Parameter, value: str | None) -> dt
 @click.option("--pupils-per-school", type=click.IntRange(1, 99999), default=300, show_default=True)
 @click.option("--phase", type=click.Choice(["primary", "secondary", "mixed"]), default="mixed", show_default=True)
 @click.option("--seed", type=click.IntRange(0), default=2025, show_default=True)
+@click.option("--profile", type=click.Choice(["default", "shifted"]), default="default", show_default=True,
+              help="Episode shapes and mix: `shifted` is the deliberately different profile evaluation uses "
+              "(models.simulator.profiles).")
 @click.option("--out", "marks_path", type=click.Path(dir_okay=False, path_type=Path), help="marks.csv to write.")
 @click.option("--truth", "truth_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Ground-truth episodes CSV.")
@@ -45,6 +48,7 @@ def simulate(
     pupils_per_school: int,
     phase: str,
     seed: int,
+    profile: str,
     marks_path: Path | None,
     truth_path: Path | None,
     roster_path: Path | None,
@@ -59,7 +63,8 @@ def simulate(
 ) -> None:
     """Simulate a school year of register marks calibrated to national absence statistics."""
     config = SimulationConfig(
-        schools=schools, pupils_per_school=pupils_per_school, phase=phase, seed=seed, calendar_path=calendar_path
+        schools=schools, pupils_per_school=pupils_per_school, phase=phase, seed=seed, calendar_path=calendar_path,
+        profile=profile,
     )
     err = Console(stderr=True)
     if live:

@@ -1,5 +1,5 @@
-"""Evaluation metrics on hand-made inputs with known answers, the label, and the model card
-checked against a fresh evaluation through the real engine."""
+"""Evaluation on hand-made inputs with known answers: alert scoring, the reactive baselines on a
+register, the label, fairness ratios, targets; and the model card against a fresh evaluation."""
 
 from __future__ import annotations
 
@@ -9,10 +9,15 @@ import json
 import numpy as np
 import pytest
 
-from models.dataset import TrainingSet
-from models.evaluation import LAST4, YTD, Episode, Truth, baseline_alerts, score_alerts
-from models.features import FEATURE_NAMES
+from models.evaluation.baselines import LAST4, YTD, baseline_alerts, first_fires
+from models.evaluation.fairness import audit
+from models.evaluation.ranking import ranking_metrics
+from models.evaluation.scoring import score_alerts
+from models.evaluation.targets import BY_KEY, TARGETS
+from models.evaluation.truth import DIP_KINDS, KNOWN_KINDS, Episode, Truth
+from models.history import RegisterHistory
 from models.labels import pupil_labels
+from tests.conftest import MONDAY, pupil_marks
 
 START = dt.date(2025, 9, 1)
 DAYS = [d for d in (START + dt.timedelta(days=i) for i in range(120)) if d.weekday() < 5][:60]
@@ -28,26 +33,28 @@ def truth(episodes: dict[str, list[Episode]], pupils: list[str]) -> Truth:
 
 @pytest.fixture
 def cohort():
-    pupils = ["A", "B", "C", "D", "E", "F", "G"]
+    pupils = ["A", "B", "C", "D", "E", "F", "G", "H"]
     episodes = {
         "A": [Episode("avoidance", day(10), None)],
         "B": [Episode("family_crisis", day(10), day(45))],
-        "C": [Episode("long_illness", day(30), day(50))],
-        "D": [Episode("one_week_illness", day(5), day(10))],
-        "E": [Episode("term_time_holiday", day(20), day(27)), Episode("one_week_illness", day(40), day(45))],
+        "C": [Episode("recurrent_illness", day(30), day(50))],
+        "D": [Episode("illness_block", day(5), day(10))],
+        "E": [Episode("term_time_holiday", day(20), day(27)), Episode("illness_block", day(40), day(45))],
         "G": [Episode("monday_friday", day(30), None)],
+        "H": [Episode("long_illness", day(20), day(40))],
     }
     return truth(episodes, pupils)
 
 
 def test_alert_scores_by_hand(cohort):
     alerts = {
-        "A": [day(18)],  # 8 school days after onset: detected within 20
-        "B": [day(40)],  # 30 days after onset: detected, not within 20
+        "A": [day(18)],  # 8 school days after onset: caught within 20
+        "B": [day(40)],  # 30 days after onset: caught, not within 20
         "C": [day(26)],  # 4 days early: counts as early-correct (lead -4)
-        "D": [day(7)],  # a week of illness flagged: a false alarm
+        "D": [day(7)],  # a week of illness flagged: a one-off false alarm
         "F": [day(3)],  # no episode at all: a false alert
-        "G": [day(23)],  # 7 days before onset: too early, not a detection
+        "G": [day(23)],  # 7 days before onset: too early, not a catch
+        "H": [day(25)],  # a concern during a long illness: health is not a dip
     }
     score = score_alerts(alerts, cohort, DAYS)
     m = score.metrics()
@@ -56,10 +63,12 @@ def test_alert_scores_by_hand(cohort):
     assert m["recall"] == pytest.approx(3 / 4)
     assert m["recall_within_20"] == pytest.approx(2 / 4)
     assert m["median_lead_days"] == 8
-    assert m["alert_precision"] == pytest.approx(3 / 6)
-    assert m["pupil_precision"] == pytest.approx(3 / 6)
-    assert m["false_alarm_share"] == pytest.approx(1 / 2)  # D flagged, E not
-    assert m["alerts_per_100_per_week"] == pytest.approx(100 * 6 / 7 / 12)
+    assert m["alert_precision"] == pytest.approx(3 / 7)
+    assert m["pupil_precision"] == pytest.approx(3 / 7)
+    assert m["one_off_flagged_share"] == pytest.approx(1 / 2)  # D flagged, E not
+    assert m["no_dip_flagged_share"] == pytest.approx(3 / 4)  # D, F, H of D, E, F, H
+    assert m["long_illness_concern_share"] == 1.0
+    assert m["alerts_per_100_per_week"] == pytest.approx(100 * 7 / 8 / 12)
 
 
 def test_repeat_alerts_count_for_precision_not_recall(cohort):
@@ -76,81 +85,120 @@ def test_alert_after_recovery_grace_is_wrong(cohort):
     assert score_alerts({"B": [day(55)]}, cohort, DAYS).alerts_in_dip == 1
 
 
-def rows_for(pupils_days_stats: list[tuple[str, int, int, int, int, int]]) -> TrainingSet:
-    """(pupil, day index, attended_ytd, possible_ytd, attended_40, possible_40) per row."""
-    n = len(pupils_days_stats)
-    pupil, days, att, pos, att40, pos40 = (np.array(c) for c in zip(*pupils_days_stats))
-    zeros = np.zeros(n, dtype=np.int64)
-    return TrainingSet(
-        X=np.zeros((n, len(FEATURE_NAMES))), y=np.zeros(n, np.int8), pupil_id=pupil.astype(object),
-        school_id=np.full(n, "S", dtype=object), day=np.array([DAYS[d].toordinal() for d in days], np.int32),
-        school_days=DAYS,
-        stats={"attended_ytd": att, "possible_ytd": pos, "attended_40": att40, "possible_40": pos40,
-               "attended_10": zeros, "possible_10": zeros, "attended_20": zeros, "possible_20": zeros},
-    )
+def test_every_simulator_kind_is_scored_as_something():
+    from models.simulator.episodes import KINDS
+
+    assert set(KINDS) == set(KNOWN_KINDS)
+    assert "long_illness" not in DIP_KINDS, "health is not a dip"
+
+
+def register_of(days_by_pupil: dict[str, list[tuple[str, str]]]):
+    history = RegisterHistory()
+    for pupil, days in days_by_pupil.items():
+        history.record_many(pupil_marks(pupil, MONDAY, days))
+    return history.finish()
 
 
 def test_baselines_fire_once_on_the_first_day_below_90_with_enough_evidence():
-    rows = rows_for([
-        ("P", 5, 8, 10, 8, 10),  # 80% but only 10 possible sessions: too little evidence
-        ("P", 10, 19, 20, 19, 20),  # 95%
-        ("P", 11, 19, 22, 19, 22),  # 86.4%: both rules fire
-        ("P", 12, 19, 24, 19, 24),  # still below: no second alert
-        ("Q", 20, 37, 40, 30, 40),  # YTD 92.5% (no), last 4 weeks 75% (yes)
-    ])
-    ytd, last4 = baseline_alerts(rows, YTD), baseline_alerts(rows, LAST4)
-    assert ytd == {"P": [day(11)]}
-    assert last4 == {"P": [day(11)], "Q": [day(20)]}
+    present, absent = ("/", "\\"), ("N", "N")
+    register = register_of({
+        "P1": [present] * 10 + [absent] + [present] * 9,  # 18 of 20 = 90%: not below; then 95%...
+        "Q1": [absent] * 5 + [present] * 20,  # below from the start, but 20 sessions of evidence only on day 10
+        "R1": [present] * 25 + [absent] * 3,  # the last four weeks (40 sessions) drop first: day 27
+    })
+    ytd, last4 = baseline_alerts(register, YTD), baseline_alerts(register, LAST4)
+    assert "P1" not in ytd and "P1" not in last4
+    assert ytd["Q1"] == last4["Q1"] == [register.dates[9]]  # 10 of 20 sessions
+    # R: 50 present then absent days; YTD 50/54 = 92.6% (day 26), 50/56 = 89.3% (day 27).
+    assert ytd["R1"] == [register.dates[27]]
+    # Last 40: four absences of 40 = 90% (day 26, not below), six = 85% (day 27).
+    assert last4["R1"] == [register.dates[27]]
+    assert first_fires(register, YTD).tolist()[register.index["P1"]] == -1
 
 
-def test_label_ignores_one_short_block_but_not_a_long_illness():
+def test_label_ignores_one_block_and_an_illness_but_not_a_pattern():
     n_days = 60
-    possible = np.full(n_days, 2)
 
-    def labels(absent_days: set[int], row: int) -> int:
-        attended = np.array([0 if d in absent_days else 2 for d in range(n_days)])
-        absent = np.repeat([d in absent_days for d in range(n_days)], 2)
-        return int(pupil_labels(possible, attended, absent, np.array([row]), np.array([1.0]))[0])
+    def label(absent_days: set[int], row: int, *, health: bool = False) -> int:
+        session_day = np.repeat(np.arange(n_days), 2)
+        attended = np.repeat([d not in absent_days for d in range(n_days)], 2)
+        return int(pupil_labels(session_day, attended, ~attended & health, n_days, np.array([row]),
+                                np.array([1.0]))[0])
 
-    week_off = set(range(30, 35))  # five school days of illness: one short block
-    assert labels(week_off, 27) == 0
-    assert labels(set(range(30, 50)), 27) == 1  # four weeks off: a dip
-    assert labels(set(range(30, 36)) | {38, 40, 42, 44}, 27) == 1  # a block plus more absence: a dip
-    assert labels(set(range(30, 36)) | {40, 44}, 27) == 0  # 36 of 40 without the block: 90%, not a dip
+    assert label(set(range(30, 35)), 27) == 0  # five school days off: one block
+    assert label(set(range(30, 50)), 27) == 1  # four weeks off, unexplained: a dip
+    assert label(set(range(30, 50)), 27, health=True) == 0  # four weeks of illness: health, not a dip
+    assert label(set(range(30, 36)) | {38, 40, 42, 44}, 27) == 1  # a block plus more absence: a dip
+    assert label(set(range(30, 36)) | {40, 44}, 27) == 0  # 36 of 40 without the block: 90%, not a dip
+    assert label({30, 35, 40, 45}, 27) == 1  # one day a week, four weeks running: a pattern
+    assert label({30, 35, 40, 45}, 27, health=True) == 1  # ... even when each is illness
     # Most of a two-week block lies before the row; it is still one block of ten days.
-    assert labels(set(range(20, 30)), 25) == 0
-    assert labels(set(range(20, 32)), 25) == 1  # twelve days: longer than a short block
-    assert labels(set(), 55) == -1  # too little future to label
+    assert label(set(range(20, 30)), 25) == 0
+    assert label(set(range(20, 32)), 25) == 1  # twelve days: longer than a short block
+    assert label(set(), 55) == -1  # too little future to label
+
+
+def test_ranking_metrics_round_once_and_skip_unknown_labels():
+    scores = np.array([0.1, 0.4, 0.35, 0.8, 0.9])
+    y = np.array([0, 0, 1, 1, -1])
+    m = ranking_metrics(scores, y)
+    assert m["roc_auc"] == 0.75 and m["brier"] == round(((0.1**2 + 0.4**2 + 0.65**2 + 0.2**2) / 4), 4)
+    assert ranking_metrics(scores, np.array([0, 0, 0, 0, -1])) == {"roc_auc": None, "pr_auc": None, "brier": None}
+
+
+def test_fairness_ratio_and_what_drives_it():
+    pupils = [f"S{i}" for i in range(10)] + [f"N{i}" for i in range(10)]
+    sen = {p: ("sen_support" if p.startswith("S") else "none") for p in pupils}
+    groups = Truth({}, sen, {p: False for p in pupils}, pupils)
+    register = register_of({**{f"S{i}": [("/", "\\")] * 30 + [("O", "O")] * (6 if i < 6 else 0) for i in range(10)},
+                            **{f"N{i}": [("/", "\\")] * 30 + [("O", "O")] * (6 if i < 1 else 0) for i in range(10)}})
+    # Pupils who missed a week are flagged in both groups alike; more SEN pupils missed one.
+    alerts = {p: [register.dates[-1]] for p in ("S0", "S1", "S2", "S3", "S4", "S5", "N0")}
+    comparison = next(c for c in audit(alerts, groups, register.dates, register=register).comparisons
+                      if c.group == "sen_support")
+    assert comparison.ratio == pytest.approx(6.0) and not comparison.within
+    assert comparison.adjusted_ratio == pytest.approx(1.0) and comparison.explained_by_attendance
+
+
+def test_targets_are_the_issue_13_figures():
+    assert {t.key: (t.op, t.target) for t in TARGETS} == {
+        "recall_within_20": (">=", 0.85), "alert_precision": (">=", 0.70), "one_off_flagged_share": ("<=", 0.05),
+        "no_dip_flagged_share": ("<=", 0.08), "median_lead_days": ("<=", 10), "alerts_per_100_per_week": ("<=", 1.0)}
+    assert BY_KEY["median_lead_days"].reaches_stretch(8.0) and not BY_KEY["median_lead_days"].reaches_stretch(9.0)
+    assert BY_KEY["alert_precision"].passes(None) is None
 
 
 @pytest.mark.slow
-def test_card_table_matches_a_fresh_evaluation(tmp_path, model_path):
-    """Evaluate a small held-out cohort through the real engine, write the card, and check the
-    numbers written to it are the report's; and that observing the engine changes nothing."""
+def test_card_matches_a_fresh_evaluation_and_observing_changes_nothing(tmp_path, model_path):
+    """Evaluate two small cohorts through the real engine, write the card, and check the numbers
+    written to it are the report's; and that observing the engine changes no decision."""
     from models.artifact import load_model
-    from models.card import card_table, run_evaluation
-    from models.engine import DecisionEngine
-    from models.evaluation import MODEL, ObservedEngine
     from models.dataset import DayEndRecorder
+    from models.engine import DecisionEngine
+    from models.evaluation.cohorts import EVALUATION_COHORTS, evaluate_cohorts, scaled
+    from models.evaluation.run import MODEL, OFFLINE_LIMITS, ObservedEngine
     from models.replay import replay_file
     from models.simulator.generate import SimulationConfig, simulate_year
+    from reports.card import card_table, write_card
+    from reports.tables import evaluation_markdown
 
-    card = tmp_path / "MODEL_CARD.md"
-    report = run_evaluation(model_path, out_card=card, schools=2, pupils_per_school=100, seed=99)
+    model = load_model(model_path)
+    report = evaluate_cohorts(model, window_days=126, scratch=tmp_path,
+                              cohorts=scaled(EVALUATION_COHORTS, schools=2, pupils_per_school=60))
+    card = write_card(report, model, tmp_path / "MODEL_CARD.md")
     text = card.read_text()
-    assert card_table(text) == report.markdown_table()
+    assert card_table(text) == evaluation_markdown(report)
     written = json.loads(text.split("<!-- metrics-json\n", 1)[1].split("\n-->", 1)[0])
-    assert written["metrics"] == json.loads(json.dumps(report.metrics, default=str))
+    assert set(written) == {"held-out", "shifted"}
+    assert written["shifted"]["metrics"] == json.loads(json.dumps(report.cohorts[1].metrics, default=str))
     assert (tmp_path / "card" / "calibration.png").stat().st_size > 1000
-    assert (tmp_path / "card" / "lead_time.png").stat().st_size > 1000
-    model_row = next(r for r in report.table_rows() if r[0].startswith("Alert precision"))
-    assert model_row[1] == f"{report.metrics[MODEL]['alert_precision']:.3f}"
-    assert report.metrics[MODEL]["pupils"] == 200
+    assert (tmp_path / "card" / "lead_time_shifted.png").stat().st_size > 1000
+    assert report.cohorts[1].cohort["simulation"]["profile"] == "shifted"
+    assert all(c.metrics[MODEL]["pupils"] == 120 for c in report.cohorts)
 
     marks = tmp_path / "marks.csv"
-    simulate_year(SimulationConfig(schools=1, pupils_per_school=80, seed=5), marks_path=marks)
-    model = load_model(model_path)
-    _, plain = replay_file(marks, DecisionEngine(model, window_days=126), max_future_days=100_000)
+    simulate_year(SimulationConfig(schools=1, pupils_per_school=60, seed=5), marks_path=marks)
+    _, plain = replay_file(marks, DecisionEngine(model, window_days=126), limits=OFFLINE_LIMITS)
     observed = ObservedEngine(DecisionEngine(model, window_days=126), DayEndRecorder())
-    _, watched = replay_file(marks, observed, max_future_days=100_000)
+    _, watched = replay_file(marks, observed, limits=OFFLINE_LIMITS)
     assert [e.model_dump() for e in plain] == [e.model_dump() for e in watched]

@@ -15,13 +15,13 @@ import pytest
 from click.testing import CliRunner
 
 from models.simulator.calendar import CalendarError, SchoolCalendar
-from streams.simulate_cli import simulate
 from models.simulator.cohort import build_cohort
-from models.simulator.episodes import DIP_KINDS, KINDS, NON_DIP_KINDS
+from models.simulator.episodes import DIP_KINDS, KINDS, NON_DIP_KINDS, ONE_OFF_KINDS
 from models.simulator.generate import SimulationConfig, iter_days, simulate_year
-from streams.simulate_live import encode_mark, publish_live
 from models.simulator.report import calibration_checks, failed_checks, render_report
 from schemas.codes import CODES
+from streams.simulate_cli import simulate
+from streams.simulate_live import encode_mark, publish_live
 
 ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 TODAY = dt.date(2026, 11, 23)
@@ -263,18 +263,28 @@ def test_truth_covers_every_kind_with_valid_dates(small_year: dict) -> None:
             assert cal.day_index(onset) >= 30  # six weeks of baseline first
         if row["recovery_date"]:
             assert dt.date.fromisoformat(row["recovery_date"]) > onset
-    assert all(row["recovery_date"] for row in truth if row["kind"] in ("long_illness", "one_week_illness",
-                                                                        "term_time_holiday"))
+    # A one-off block has a first day back, unless it ran to the end of the year.
+    late = set(d.isoformat() for d in cal.school_days[-16:])
+    assert all(row["recovery_date"] or row["onset_date"] in late for row in truth
+               if row["kind"] in (*ONE_OFF_KINDS, "suspension"))
 
 
 def _pupil_days(final: dict, pupil: str, days: list[dt.date]) -> list[tuple[str, str]]:
     return [(final[(pupil, d.isoformat(), "AM")], final[(pupil, d.isoformat(), "PM")]) for d in days]
 
 
+CLOSED = ("Y3", "Y4", "#")  # a closure overrides whatever the pupil was doing
+BLOCK_SHAPES = {  # kind -> (code, fewest school days, most)
+    "illness_block": ("I", 4, 16), "term_time_holiday": ("G", 4, 10), "bereavement": ("C", 3, 8),
+    "suspension": ("E", 1, 5),
+}
+
+
 def test_non_dip_episodes_have_their_shape(small_year: dict) -> None:
     final = final_codes(small_year["marks"])
     cal = SchoolCalendar.default()
     rows = [row for row in small_year["truth"] if row["kind"] in NON_DIP_KINDS]
+    assert {row["kind"] for row in rows} == set(NON_DIP_KINDS)
     for row in rows:
         onset = dt.date.fromisoformat(row["onset_date"])
         if row["kind"] == "low_steady":
@@ -287,17 +297,52 @@ def test_non_dip_episodes_have_their_shape(small_year: dict) -> None:
             assert 0.08 <= np.mean(rates) <= 0.28, rates
             assert abs(rates[0] - rates[1]) < 0.12, rates
             continue
-        recovery = dt.date.fromisoformat(row["recovery_date"])
-        episode = cal.days_between(onset, recovery - dt.timedelta(days=1))
+        recovery = dt.date.fromisoformat(row["recovery_date"]) if row["recovery_date"] else None
+        episode = cal.days_between(onset, (recovery or cal.school_days[-1] + dt.timedelta(days=1)) - dt.timedelta(days=1))
         sessions = _pupil_days(final, row["pupil_id"], episode)
-        expected = "I" if row["kind"] == "one_week_illness" else "G"
-        assert all(am == pm == expected for am, pm in sessions), (row, sessions)
-        if row["kind"] == "one_week_illness":
-            assert 4 <= len(episode) <= 6
-        else:
-            assert 5 <= len(episode) <= 10
+        if row["kind"] == "long_illness":
+            codes = [c for pair in sessions for c in pair if c not in CLOSED]
+            assert 15 <= len(episode) <= 40 and np.mean([c in ("I", "M") for c in codes]) > 0.8, row
+            continue
+        if row["kind"] == "part_time":
+            assert all(pm in ("C2", *CLOSED) for _, pm in sessions), row
+            continue
+        code, fewest, most = BLOCK_SHAPES[row["kind"]]
+        assert all(am in (code, *CLOSED) and pm in (code, *CLOSED) for am, pm in sessions), (row, sessions)
+        assert fewest <= len(episode) <= most, row
         # The recovery date is the first school day after the episode: the pupil is due back.
-        assert cal.is_school_day(recovery) and cal.day_index(recovery) == cal.day_index(episode[-1]) + 1
+        if recovery is not None:
+            assert cal.is_school_day(recovery) and cal.day_index(recovery) == cal.day_index(episode[-1]) + 1
+
+
+def test_closures_are_not_possible_sessions_for_whole_groups(small_year: dict) -> None:
+    final = final_codes(small_year["marks"])
+    closed = Counter((date, code) for (_pupil, date, _session), code in final.items() if code in CLOSED)
+    assert closed, "partial and whole-school closures are simulated"
+    assert all(not CODES[code].possible_session for _, code in closed)
+    assert max(closed.values()) >= 20, "a closure takes a whole year group or school, not one pupil"
+
+
+def test_shifted_profile_changes_the_dynamics_not_the_format(tmp_path: Path) -> None:
+    from models.simulator.profiles import DEFAULT, SHIFTED
+
+    assert SimulationConfig().profile == "default" and SimulationConfig(profile="shifted").episode_profile is SHIFTED
+    assert SHIFTED.recurrent_weekday != DEFAULT.recurrent_weekday
+    assert SHIFTED.illness_peak_month_day != DEFAULT.illness_peak_month_day
+    assert SHIFTED.holiday_two_week_share > DEFAULT.holiday_two_week_share
+    config = SimulationConfig(schools=2, pupils_per_school=150, phase="mixed", seed=11, profile="shifted")
+    marks, truth = tmp_path / "m.csv", tmp_path / "t.csv"
+    shifted = simulate_year(config, marks_path=marks, truth_path=truth)
+    default = simulate_year(config.model_copy(update={"profile": "default"}))
+    assert marks.read_text().splitlines()[0] == "school_id,pupil_id,date,session,code,recorded_at"
+    assert shifted.episodes_by_kind != default.episodes_by_kind
+    # Recurrent illness falls on Fridays in the shifted profile.
+    final = final_codes(list(csv.reader(marks.open())))
+    rows = [r for r in csv.DictReader(truth.open()) if r["kind"] == "recurrent_illness"]
+    days = Counter(dt.date.fromisoformat(date).weekday() for (pupil, date, session), code in final.items()
+                   if code == "I" and session == "AM" and pupil in {r["pupil_id"] for r in rows}
+                   and date >= min(r["onset_date"] for r in rows))
+    assert days.most_common(1)[0][0] == 4
 
 
 def _absence_rate(final: dict, pupil: str, days: list[dt.date], sessions: tuple[str, ...] = ("AM", "PM")) -> float:
@@ -321,9 +366,10 @@ def test_dips_lower_attendance_after_onset(small_year: dict) -> None:
             mornings = [final[(pupil, d.isoformat(), "AM")] for d in after]
             assert sum(code in ("L", "U", "N", "O") for code in mornings) / len(mornings) > 0.3
             assert _absence_rate(final, pupil, after, ("AM",)) > _absence_rate(final, pupil, after, ("PM",))
-        elif row["kind"] == "long_illness":
-            codes = [final[(pupil, d.isoformat(), s)] for d in after for s in ("AM", "PM")]
-            assert np.mean([c in ("I", "M") for c in codes]) > 0.7
+        elif row["kind"] == "recurrent_illness":
+            weekday = [d for d in after if d.weekday() == 0]
+            others = [d for d in after if d.weekday() in (2, 3, 4)]
+            assert _absence_rate(final, pupil, weekday) > _absence_rate(final, pupil, others) + 0.3, row
         elif row["kind"] == "monday_friday":
             late = after[len(after) // 2:]
             mon_fri = [d for d in late if d.weekday() in (0, 4)]

@@ -11,7 +11,8 @@ import numpy as np
 from schemas.codes import CODES
 
 # Order is arbitrary but fixed: arrays of int8 index into it.
-CODE_LIST: tuple[str, ...] = ("/", "\\", "L", "B", "V", "P", "I", "M", "C", "C2", "R", "E", "O", "N", "G", "U")
+CODE_LIST: tuple[str, ...] = ("/", "\\", "L", "B", "V", "P", "I", "M", "C", "C2", "R", "E", "O", "N", "G", "U",
+                              "Y3", "Y4", "#")
 CODE_INDEX: dict[str, int] = {code: index for index, code in enumerate(CODE_LIST)}
 N_CODES = len(CODE_LIST)
 
@@ -29,6 +30,11 @@ OTHER_UNAUTHORISED = np.int8(CODE_INDEX["O"])
 NOT_YET_KNOWN = np.int8(CODE_INDEX["N"])
 HOLIDAY = np.int8(CODE_INDEX["G"])
 AFTER_CLOSE = np.int8(CODE_INDEX["U"])
+EXCEPTIONAL_LEAVE = np.int8(CODE_INDEX["C"])  # e.g. a bereavement
+SUSPENDED = np.int8(CODE_INDEX["E"])
+PART_CLOSED = np.int8(CODE_INDEX["Y3"])  # part of the premises closed
+SITE_CLOSED = np.int8(CODE_INDEX["Y4"])  # the whole site unexpectedly closed
+PLANNED_CLOSURE = np.int8(CODE_INDEX["#"])
 
 IS_POSSIBLE = np.array([CODES[c].possible_session for c in CODE_LIST], dtype=bool)
 IS_ABSENCE = np.array([CODES[c].absence for c in CODE_LIST], dtype=bool)

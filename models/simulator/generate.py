@@ -22,12 +22,18 @@ from typing import Literal, NamedTuple
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+)
 
 from models.simulator import codes as C
 from models.simulator.calendar import SchoolCalendar
 from models.simulator.cohort import ROSTER_HEADER, Cohort, build_cohort
-from models.simulator.episodes import TRUTH_HEADER, EpisodeBook, EpisodeRates, TruthRow, plan_episodes
+from models.simulator.episodes import TRUTH_HEADER, EpisodeBook, TruthRow, plan_episodes
 from models.simulator.model import (
     PHASE_PARAMS,
     BaselineModel,
@@ -36,6 +42,7 @@ from models.simulator.model import (
     target_rates,
 )
 from models.simulator.output import MARKS_HEADER, DayBatch, MarkFormatter
+from models.simulator.profiles import PROFILES, Profile, ProfileName
 from models.simulator.stats import CalibrationAccumulator, PhaseStats
 
 # Register-taking times, local clock, seconds after midnight.
@@ -52,14 +59,17 @@ class SimulationConfig(BaseModel):
     phase: Literal["primary", "secondary", "mixed"] = "mixed"
     seed: int = Field(2025, ge=0)
     calendar_path: Path | None = Field(None, description="TOML school calendar; the 2025/26 year if unset.")
-    dip_rate: float = Field(0.07, ge=0, le=0.5, description="Share of pupils with a dip (ground truth).")
-    one_week_illness_rate: float = Field(0.12, ge=0, le=1)
-    term_time_holiday_rate: float = Field(0.04, ge=0, le=1)
-    low_steady_rate: float = Field(0.03, ge=0, le=0.5)
+    profile: ProfileName = Field(
+        "default", description="Episode shapes and mix (models.simulator.profiles): `default` is what the model "
+        "is trained on; `shifted` is a deliberately different cohort for evaluation only.")
 
     @property
     def pupils(self) -> int:
         return self.schools * self.pupils_per_school
+
+    @property
+    def episode_profile(self) -> Profile:
+        return PROFILES[self.profile]
 
     def calendar(self) -> SchoolCalendar:
         return SchoolCalendar.from_toml(self.calendar_path) if self.calendar_path else SchoolCalendar.default()
@@ -99,17 +109,12 @@ class Simulation:
         self.cohort: Cohort = build_cohort(config.schools, config.pupils_per_school, config.phase, cohort_rng)
         rate, severe = target_rates(self.cohort, cohort_rng)
         part_time_share = np.array([p.part_time_share for p in PHASE_PARAMS], dtype=np.float64)[self.cohort.phase]
-        rates = EpisodeRates(
-            dip=config.dip_rate,
-            one_week_illness=config.one_week_illness_rate,
-            term_time_holiday=config.term_time_holiday_rate,
-            low_steady=config.low_steady_rate,
-        )
+        profile = config.episode_profile
         self.episodes: EpisodeBook
-        self.episodes = plan_episodes(self.cohort, self.calendar, severe, part_time_share, rates, plan_rng)
+        self.episodes = plan_episodes(self.cohort, self.calendar, severe, part_time_share, profile, plan_rng)
         self.formatter = MarkFormatter(self.cohort, self.calendar)
         propensity = build_propensity(self.cohort, rate, severe, scheduled=self.episodes.steady.mask(self.cohort.size))
-        self.model = BaselineModel(self.cohort, propensity, build_season(self.calendar))
+        self.model = BaselineModel(self.cohort, propensity, build_season(self.calendar, profile))
 
     def truth(self) -> list[TruthRow]:
         return self.episodes.truth_rows(self.cohort, self.calendar)

@@ -19,6 +19,7 @@ import numpy as np
 from models.simulator import codes as C
 from models.simulator.calendar import SchoolCalendar
 from models.simulator.cohort import PRIMARY, SECONDARY, SEN_EHCP, SEN_SUPPORT, Cohort
+from models.simulator.profiles import DEFAULT, Profile
 
 
 @dataclass(frozen=True, slots=True)
@@ -239,7 +240,7 @@ class Season:
     first_after_break: np.ndarray  # bool: spell state is re-warmed on the first day back
 
 
-def build_season(calendar: SchoolCalendar) -> Season:
+def build_season(calendar: SchoolCalendar, profile: Profile = DEFAULT) -> Season:
     days = calendar.school_days
     n = len(days)
     to_break = np.array(calendar.days_to_break, dtype=np.int32)
@@ -256,9 +257,11 @@ def build_season(calendar: SchoolCalendar) -> Season:
         break_length[index] = running
     long_break = break_length > 10
 
-    # Respiratory illness peaks in midwinter (UKHSA surveillance), trough in summer.
-    day_of_year = np.array([(d - dt.date(d.year, 1, 20)).days for d in days], dtype=np.float64)
-    winter = 1.0 + 0.20 * np.cos(2.0 * np.pi * day_of_year / 365.25)
+    # Respiratory illness peaks in midwinter (UKHSA surveillance; the profile sets when and how
+    # strongly), trough half a year later.
+    month, day = profile.illness_peak_month_day
+    day_of_year = np.array([(d - dt.date(d.year, month, day)).days for d in days], dtype=np.float64)
+    winter = 1.0 + profile.illness_amplitude * np.cos(2.0 * np.pi * day_of_year / 365.25)
     # Autumn 2024: absence 4.7% in the first week, 7.0% before half-term, 9.4% in the last
     # week of term, illness driving the rise; unauthorised absence also rises before breaks.
     pre_break_illness = np.where(to_break < 5, np.where(long_break, 1.90, 1.05), 1.0)

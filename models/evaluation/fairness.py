@@ -1,0 +1,143 @@
+"""Fairness audit by SEN status and free-school-meal eligibility (from the roster; never a model input).
+
+Absence, and dips, are more common among SEN and FSM pupils, so more alerts in those groups
+are expected. What must not differ is whether their dips are found (recall) and how often
+pupils *without* a dip are flagged. The test (issue 13): for SEN support, EHC plan and FSM
+pupils, the flagged share of pupils without a dip is within `MAX_RATIO` (1.5x) of the
+comparison group (no SEN; not FSM), or the audit shows which behaviour drives the gap.
+
+Which behaviour: pupils are put in bands of their own attendance over the period (what the
+model does see) and the group's flagged-without-dip rate within each band is re-weighted to
+the comparison group's mix of bands (direct standardisation). If the adjusted ratio is within
+1.5x while the raw one is not, the gap comes from the group's attendance (more pupils in the
+lower bands), not from group membership as such.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from models.evaluation.scoring import score_alerts
+from models.evaluation.truth import DIP_KINDS, Truth
+from models.history import RegisterYear
+
+MAX_RATIO = 1.5
+GROUPS = (("sen", "none"), ("sen", "sen_support"), ("sen", "ehcp"), ("fsm", "false"), ("fsm", "true"))
+COMPARED = (("sen", "sen_support", "none"), ("sen", "ehcp", "none"), ("fsm", "true", "false"))
+# Attendance over the period, in bands (lower bound, label).
+BANDS = ((0.95, ">= 95%"), (0.90, "90-95%"), (0.85, "85-90%"), (0.0, "< 85%"))
+
+
+@dataclass
+class Comparison:
+    attribute: str
+    group: str
+    versus: str
+    group_share: float | None  # flagged share of the group's pupils without a dip
+    versus_share: float | None
+    ratio: float | None
+    adjusted_ratio: float | None  # re-weighted to the comparison group's attendance bands
+    group_mean_attendance: float | None  # of the pupils without a dip
+    versus_mean_attendance: float | None
+
+    @property
+    def within(self) -> bool | None:
+        return None if self.ratio is None else self.ratio <= MAX_RATIO
+
+    @property
+    def explained_by_attendance(self) -> bool:
+        return bool(self.ratio is not None and self.ratio > MAX_RATIO and self.adjusted_ratio is not None
+                    and self.adjusted_ratio <= MAX_RATIO)
+
+
+@dataclass
+class FairnessAudit:
+    rows: list[dict[str, Any]]
+    comparisons: list[Comparison] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"rows": self.rows, "comparisons": [asdict(c) | {"within": c.within,
+                                                                  "explained_by_attendance": c.explained_by_attendance}
+                                                   for c in self.comparisons]}
+
+
+def _members(truth: Truth, attribute: str, group: str) -> list[str]:
+    if attribute == "sen":
+        return [p for p in truth.pupils if truth.sen.get(p) == group]
+    return [p for p in truth.pupils if str(truth.fsm.get(p)).lower() == group]
+
+
+def attendance_by_pupil(year: RegisterYear | None) -> dict[str, float]:
+    """Each pupil's attendance over the whole register (possible sessions attended)."""
+    if year is None:
+        return {}
+    possible, attended = year.slots
+    totals = possible.sum(axis=1)
+    rates = np.divide(attended.sum(axis=1), totals, out=np.ones(len(totals)), where=totals > 0)
+    return dict(zip(year.pupils, rates.tolist()))
+
+
+def _band(rate: float) -> str:
+    return next(label for floor, label in BANDS if rate >= floor)
+
+
+def audit(alerts: Mapping[str, Sequence[dt.date]], truth: Truth, school_days: Sequence[dt.date], *,
+          register: RegisterYear | None = None, dip_kinds: Sequence[str] = DIP_KINDS) -> FairnessAudit:
+    dip_kinds = tuple(dip_kinds)
+    attendance = attendance_by_pupil(register)
+    rows = []
+    for attribute, group in GROUPS:
+        pupils = _members(truth, attribute, group)
+        if not pupils:
+            continue
+        m = score_alerts(alerts, truth, school_days, pupils, dip_kinds=dip_kinds).metrics()
+        no_dip = [p for p in pupils if not truth.has_dip(p, dip_kinds)]
+        rows.append({
+            "attribute": attribute, "group": group, "pupils": len(pupils), "dips": m["dips"],
+            "flagged_share": sum(bool(alerts.get(p)) for p in pupils) / len(pupils),
+            "alerts_per_100_per_week": m["alerts_per_100_per_week"],
+            "recall": m["recall"], "recall_within_20": m["recall_within_20"],
+            "flagged_share_without_dip": (sum(bool(alerts.get(p)) for p in no_dip) / len(no_dip)) if no_dip else None,
+        })
+    comparisons = [_compare(alerts, truth, attendance, dip_kinds, *spec) for spec in COMPARED]
+    return FairnessAudit(rows, [c for c in comparisons if c is not None])
+
+
+def _compare(alerts, truth: Truth, attendance: Mapping[str, float], dip_kinds: tuple[str, ...],
+             attribute: str, group: str, versus: str) -> Comparison | None:
+    def no_dip(value: str) -> list[str]:
+        return [p for p in _members(truth, attribute, value) if not truth.has_dip(p, dip_kinds)]
+
+    mine, theirs = no_dip(group), no_dip(versus)
+    if not mine or not theirs:
+        return None
+
+    def share(pupils: list[str]) -> float:
+        return sum(bool(alerts.get(p)) for p in pupils) / len(pupils)
+
+    def mean_attendance(pupils: list[str]) -> float | None:
+        known = [attendance[p] for p in pupils if p in attendance]
+        return float(np.mean(known)) if known else None
+
+    mine_share, theirs_share = share(mine), share(theirs)
+    ratio = mine_share / theirs_share if theirs_share else None
+    adjusted = None
+    if attendance and theirs_share:
+        # The group's within-band flag rates, weighted by the comparison group's band mix.
+        theirs_known = [p for p in theirs if p in attendance]
+        bands_theirs = [_band(attendance[p]) for p in theirs_known]
+        standardised = 0.0
+        for _, label in BANDS:
+            weight = bands_theirs.count(label) / max(len(bands_theirs), 1)
+            in_band = [p for p in mine if p in attendance and _band(attendance[p]) == label]
+            in_band_theirs = [p for p, b in zip(theirs_known, bands_theirs) if b == label]
+            rate = share(in_band) if in_band else (share(in_band_theirs) if in_band_theirs else 0.0)
+            standardised += weight * rate
+        adjusted = standardised / theirs_share
+    return Comparison(attribute, group, versus, mine_share, theirs_share, ratio, adjusted,
+                      mean_attendance(mine), mean_attendance(theirs))

@@ -1,0 +1,101 @@
+"""Tables, as Markdown (for the card and reports) or aligned plain text (for the console)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from models.evaluation.baselines import LAST4, YTD
+from models.evaluation.fairness import MAX_RATIO, FairnessAudit
+from models.evaluation.run import MODEL, EvaluationReport
+from models.evaluation.targets import METRICS, TARGETS
+
+SYSTEM_SHORT = {MODEL: "Model", YTD: "YTD < 90%", LAST4: "Last 4 wks < 90%"}
+
+
+def fmt(value: Any, digits: int = 3) -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def markdown(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def plain(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    out = ["  ".join(str(h).ljust(w) for h, w in zip(header, widths)).rstrip()]
+    out.append("  ".join("-" * w for w in widths))
+    out += ["  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows]
+    return "\n".join(out)
+
+
+def _verdict(value: bool | None) -> str:
+    return "" if value is None else ("met" if value else "MISSED")
+
+
+def evaluation_rows(report: EvaluationReport) -> tuple[list[str], list[list[str]]]:
+    """Every figure, for every cohort: the model, both baselines, and whether the model meets the target."""
+    header = ["Measure", "Target"]
+    for cohort in report.cohorts:
+        header += [f"{cohort.name}: {SYSTEM_SHORT[MODEL]}", SYSTEM_SHORT[YTD], SYSTEM_SHORT[LAST4], "Target met"]
+    rows = []
+    for metric in METRICS:
+        row = [metric.title, metric.goal]
+        for cohort in report.cohorts:
+            row += [metric.show(cohort.metrics[system].get(metric.key)) for system in (MODEL, YTD, LAST4)]
+            row.append(_verdict(cohort.passes(metric.key)))
+        rows.append(row)
+    return header, rows
+
+
+def evaluation_markdown(report: EvaluationReport) -> str:
+    return markdown(*evaluation_rows(report))
+
+
+def evaluation_plain(report: EvaluationReport) -> str:
+    return plain(*evaluation_rows(report))
+
+
+def targets_summary(report: EvaluationReport) -> list[str]:
+    """One line per cohort: targets met and missed."""
+    lines = []
+    for cohort in report.cohorts:
+        missed = [t.title for t in TARGETS if cohort.passes(t.key) is False]
+        met = len(TARGETS) - len(missed)
+        lines.append(f"{cohort.name}: {met} of {len(TARGETS)} targets met"
+                     + (f"; missed: {'; '.join(missed)}" if missed else "") + ".")
+    return lines
+
+
+def fairness_rows(audit: FairnessAudit) -> tuple[list[str], list[list[str]]]:
+    header = ["Group", "Pupils", "Dips", "Flagged share", "Concerns /100/wk", "Dip recall", "Recall <= 20 d",
+              "Flagged without a dip"]
+    rows = [[f"{r['attribute']} = {r['group']}", str(r["pupils"]), str(r["dips"]), fmt(r["flagged_share"]),
+             fmt(r["alerts_per_100_per_week"]), fmt(r["recall"]), fmt(r["recall_within_20"]),
+             fmt(r["flagged_share_without_dip"])] for r in audit.rows]
+    return header, rows
+
+
+def comparison_rows(audit: FairnessAudit) -> tuple[list[str], list[list[str]]]:
+    header = ["Group vs comparison", "Flagged without a dip", "Ratio", f"Within {MAX_RATIO:g}x",
+              "Ratio at equal attendance", "Mean attendance (no dip)"]
+    rows = []
+    for c in audit.comparisons:
+        rows.append([f"{c.attribute} = {c.group} vs {c.versus}", f"{fmt(c.group_share)} vs {fmt(c.versus_share)}",
+                     fmt(c.ratio, 2), {True: "yes", False: "no", None: "n/a"}[c.within], fmt(c.adjusted_ratio, 2),
+                     f"{fmt(c.group_mean_attendance)} vs {fmt(c.versus_mean_attendance)}"])
+    return header, rows
+
+
+def fairness_markdown(audit: FairnessAudit) -> str:
+    return markdown(*fairness_rows(audit)) + "\n\n" + markdown(*comparison_rows(audit))
+
+
+def fairness_plain(audit: FairnessAudit) -> str:
+    return plain(*fairness_rows(audit)) + "\n\n" + plain(*comparison_rows(audit))
