@@ -11,17 +11,16 @@ mis-scored, with the one command that retrains it.
 from __future__ import annotations
 
 import datetime as dt
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import zipfile
-
 import numpy as np
 import scipy
+import sklearn
 import skops
 import skops.io
-import sklearn
 from sklearn.pipeline import Pipeline
 
 from models.features import FEATURE_NAMES
@@ -59,23 +58,6 @@ class RiskModel:
         """Probability that each row's attendance is dipping; rows are feature vectors."""
         return self.pipeline.predict_proba(rows)[:, 1]
 
-    def contributions(self, row: np.ndarray) -> np.ndarray:
-        """Per-feature log-odds contributions for one row, against the reference pupil.
-
-        Linear final step: exact (coefficient times standardised difference). Otherwise: the
-        change in log-odds when each feature alone is set back to its reference value.
-        """
-        row = np.asarray(row, dtype=np.float64).reshape(1, -1)
-        reference = self.reference if self.reference is not None else np.zeros(row.shape[1])
-        final = self.pipeline[-1]
-        if hasattr(final, "coef_") and len(self.pipeline) >= 1:
-            transformed = self.pipeline[:-1].transform(np.vstack([row, reference])) if len(self.pipeline) > 1 else np.vstack([row, reference])
-            return (transformed[0] - transformed[1]) * np.ravel(final.coef_)
-        probe = np.repeat(row, row.shape[1], axis=0)
-        probe[np.arange(row.shape[1]), np.arange(row.shape[1])] = reference
-        logit = _logit(self.pipeline.predict_proba(np.vstack([row, probe]))[:, 1])
-        return logit[0] - logit[1:]
-
     def to_dict(self) -> dict[str, Any]:
         return {
             "artifact_format": ARTIFACT_FORMAT, "version": self.version, "pipeline": self.pipeline,
@@ -92,11 +74,6 @@ class RiskModel:
         info["reference"] = None if self.reference is None else [round(float(v), 4) for v in self.reference]
         info["estimator"] = type(self.pipeline[-1]).__name__
         return info
-
-
-def _logit(p: np.ndarray) -> np.ndarray:
-    p = np.clip(p, 1e-9, 1 - 1e-9)
-    return np.log(p / (1 - p))
 
 
 def library_versions() -> dict[str, str]:

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import csv
 import datetime as dt
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from threadpoolctl import threadpool_limits
 
-from schemas.marks import RegisterMark, parse_mark
+from devtools.registers import BAD_ROWS, mark, pupil_marks, write_crafted_csv
 
 # One scoring thread, as in the worker: OpenMP spinning on a shared two-core machine makes
 # thousands of small predict calls many times slower.
@@ -21,73 +19,6 @@ threadpool_limits(limits=1)
 for _name in list(os.environ):
     if _name.startswith("RECONNECT_") or _name == "KAFKA_BOOTSTRAP_SERVERS":
         del os.environ[_name]
-
-MONDAY = dt.date(2025, 9, 8)
-CRAFTED_HEADER = ["school_id", "pupil_id", "date", "session", "code", "recorded_at"]
-CRAFTED_START = MONDAY
-
-
-def mark(pupil: str, day: dt.date, session: str, code: str, *, school: str = "SCH1",
-         recorded: str | None = None) -> RegisterMark:
-    recorded = recorded or f"{day.isoformat()}T{'09:00' if session == 'AM' else '13:30'}:00+00:00"
-    return parse_mark({"school_id": school, "pupil_id": pupil, "date": day.isoformat(), "session": session,
-                       "code": code, "recorded_at": recorded}, today=dt.date(2026, 8, 1))
-
-
-def school_days(start: dt.date, count: int) -> Iterator[dt.date]:
-    day = start
-    produced = 0
-    while produced < count:
-        if day.weekday() < 5:
-            yield day
-            produced += 1
-        day += dt.timedelta(days=1)
-
-
-def pupil_marks(pupil: str, start: dt.date, codes_by_day: list[tuple[str, str]], **kwargs) -> list[RegisterMark]:
-    """Marks for consecutive school days from `start`, one (AM, PM) code pair a day."""
-    marks = []
-    for day, (am, pm) in zip(school_days(start, len(codes_by_day)), codes_by_day):
-        marks.append(mark(pupil, day, "AM", am, **kwargs))
-        marks.append(mark(pupil, day, "PM", pm, **kwargs))
-    return marks
-
-
-def crafted_rows() -> list[list[str]]:
-    """Two schools of pupils with known stories, including duplicates and amendments."""
-    rows = []
-    days = list(school_days(CRAFTED_START, 45))
-    for school in ("SCHA", "SCHB"):
-        for n in range(30):
-            pupil = f"{school}-P{n:03d}"
-            for i, day in enumerate(days):
-                for session, present in (("AM", "/"), ("PM", "\\")):
-                    code = present
-                    if n < 4 and i >= 25:  # a sudden, sustained drop
-                        code = "N"
-                    elif n == 4 and i >= 25 and day.weekday() in (0, 4):  # an emerging Monday/Friday pattern
-                        code = "N"
-                    elif n == 5 and 20 <= i < 25:  # one week of illness, then back
-                        code = "I"
-                    elif (n * 7 + i) % 23 == 0:  # ordinary odd absence
-                        code = "I"
-                    stamp = f"{day}T{'08:50' if session == 'AM' else '13:20'}:00+00:00"
-                    rows.append([school, pupil, day.isoformat(), session, code, stamp])
-                    if code == "N" and n == 1:  # school re-codes some N to I at noon
-                        rows.append([school, pupil, day.isoformat(), session, "I", f"{day}T12:00:00+00:00"])
-    rows += [list(row) for row in rows[:300]]  # a re-export: exact duplicates
-    return rows
-
-
-BAD_ROWS = [
-    ["SCHA", "Jane Smith", "2025-09-08", "AM", "/", ""],
-    ["SCHA", "SCHA-P001", "2025-09-31", "AM", "/", ""],
-    ["SCHA", "SCHA-P001", "2025-09-08", "EV", "/", ""],
-    ["SCHA", "SCHA-P001", "2025-09-08", "AM", "ZZ", ""],
-    ["", "SCHA-P001", "2025-09-08", "AM", "/", ""],
-    ["SCHA", "SCHA-P001", "2031-09-08", "AM", "/", ""],
-]
-
 
 @pytest.fixture
 def bad_rows() -> list[list[str]]:
@@ -101,15 +32,7 @@ def crafted_csv(tmp_path):
     amendments) as an interchange CSV: crafted_csv(bad_rows_at=None | index, extra_rows=())."""
 
     def write(*, bad_rows_at: int | None = None, extra_rows=(), name: str = "marks.csv") -> Path:
-        rows = crafted_rows()
-        if bad_rows_at is not None:
-            rows = rows[:bad_rows_at] + BAD_ROWS[:3] + rows[bad_rows_at:] + BAD_ROWS[3:]
-        path = tmp_path / name
-        with path.open("w", newline="") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(CRAFTED_HEADER)
-            writer.writerows(rows + [list(row) for row in extra_rows])
-        return path
+        return write_crafted_csv(tmp_path / name, bad_rows_at=bad_rows_at, extra_rows=extra_rows)
 
     return write
 
@@ -133,6 +56,30 @@ def engine(model_path):
     from models.engine import DecisionEngine
 
     return DecisionEngine(load_model(model_path), window_days=126)
+
+
+@pytest.fixture(scope="session")
+def make_event():
+    """A real event, built by the same code the worker uses: make_event(i, kind=..., school=...)."""
+    from models.explain import build_event
+    from models.features import FEATURE_NAMES
+    from schemas.events import InterventionKind, WindowSummary
+
+    def build(i: int, *, kind: InterventionKind = InterventionKind.CONCERN, school: str = "SCHB"):
+        stats = WindowSummary(
+            latest_date=dt.date(2025, 10, 6) + dt.timedelta(days=i % 20), possible_10=10, attended_10=5 + i % 5,
+            possible_20=20, attended_20=12, possible_40=40, attended_40=28, possible_ytd=60, attended_ytd=48,
+            earlier_possible=20, earlier_attended=20, current_absence_run=2, longest_absence_run_40=4,
+            absence_spells_40=3, unauthorised_40=4, health_40=2, late_20=1, late_previous_20=0,
+            monday_friday_absences_40=5, am_possible_40=20, am_absences_40=7, pm_possible_40=20, pm_absences_40=5,
+            sessions_since_full_week=14,
+        )
+        return build_event(kind=kind, tier=1 + i % 3, escalation=False, score=0.5 + (i % 40) / 100,
+                           pupil_id=f"{school}-P{i:04d}", school_id=school, as_of=stats.latest_date, stats=stats,
+                           contributions=[0.1 * ((j + i) % 4) for j in range(len(FEATURE_NAMES))],
+                           model_version="test-model", rate_at_alert=0.6)
+
+    return build
 
 
 @pytest.fixture

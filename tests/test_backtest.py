@@ -32,13 +32,13 @@ from click.testing import CliRunner
 from sklearn.dummy import DummyClassifier
 from sklearn.pipeline import Pipeline
 
+from devtools.registers import MONDAY, pupil_marks
 from models.artifact import RiskModel, save_model
 from models.backtest import backtest
 from models.evaluation.baselines import LAST4, YTD
 from models.evaluation.run import MODEL
 from models.features import FEATURE_NAMES
 from models.policy import PolicyConfig
-from tests.conftest import MONDAY, pupil_marks
 
 PRESENT, N, ILL = ("/", "\\"), ("N", "N"), ("I", "I")
 HISTORY = {

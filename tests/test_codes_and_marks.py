@@ -11,10 +11,24 @@ import pytest
 from pydantic import ValidationError
 
 from devtools.poison import POISON_PUPIL, mark_fields, poison_messages
-from schemas.codes import CODES, Category, RegisterNotTakenError, UnknownCodeError, resolve
+from schemas.codes import (
+    CODES,
+    Category,
+    RegisterNotTakenError,
+    UnknownCodeError,
+    resolve,
+)
 from schemas.marks import (
-    DEFAULT_PUPIL_ID_PATTERN, MarkLimits, MarkRejected, RegisterMark, RejectReason, compiled_pattern, json_depth,
-    parse_mark, parse_mark_json, rejection_from,
+    DEFAULT_PUPIL_ID_PATTERN,
+    MarkLimits,
+    MarkRejected,
+    RegisterMark,
+    RejectReason,
+    compiled_pattern,
+    json_depth,
+    parse_mark,
+    parse_mark_json,
+    rejection_from,
 )
 
 REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "attendance-codes.csv"

@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 from jsonschema import Draft202012Validator
 
+from devtools.harness import REPO
+from devtools.registers import MONDAY, mark
 from schemas.asyncapi import (
     CONTRACT_VERSION,
     TOPICS,
@@ -20,14 +22,17 @@ from schemas.asyncapi import (
     asyncapi_document,
 )
 from schemas.deadletter import dead_letter
-from schemas.events import EVENT_SCHEMA_VERSION, InterventionEvent, InterventionKind, ReasonCode, SupportAction
+from schemas.events import (
+    EVENT_SCHEMA_VERSION,
+    InterventionKind,
+    ReasonCode,
+    SupportAction,
+)
 from schemas.export import ASYNCAPI_FILENAME, CONTRACTS, write_schemas
 from schemas.marks import MarkRejected, RejectReason
 from schemas.outcomes import OutcomeEvent, WebhookDeadLetter, WebhookFailure
 from streams.settings import Settings
 from streams.webhook.signing import WebhookSecret, signature_headers
-from tests.conftest import MONDAY, mark
-from tests.stack import REPO
 
 COMMITTED = REPO / "schemas" / "json"
 REGENERATE = ("run `reconnect schema --out schemas/json` (or `python -m streams.cli schema --out schemas/json`) "
@@ -35,30 +40,12 @@ REGENERATE = ("run `reconnect schema --out schemas/json` (or `python -m streams.
               "(additive within a major version; anything else is a new major on a new topic)")
 
 
-def sample_event(i: int, kind: InterventionKind) -> InterventionEvent:
-    """An event built by the code the worker uses. (Move to a shared `make_event` fixture in
-    tests/conftest.py: tests/webhook/conftest.py has it, for the webhook tests.)"""
-    from models.explain import build_event
-    from models.features import FEATURE_NAMES
-    from schemas.events import WindowSummary
-
-    stats = WindowSummary(
-        latest_date=MONDAY, possible_10=10, attended_10=5 + i % 5, possible_20=20, attended_20=12, possible_40=40,
-        attended_40=28, possible_ytd=60, attended_ytd=48, earlier_possible=20, earlier_attended=20,
-        current_absence_run=2, longest_absence_run_40=4, absence_spells_40=3, unauthorised_40=4, health_40=2,
-        late_20=1, late_previous_20=0, monday_friday_absences_40=5, am_possible_40=20, am_absences_40=7,
-        pm_possible_40=20, pm_absences_40=5, sessions_since_full_week=14,
-    )
-    return build_event(kind=kind, tier=1 + i % 3, escalation=False, score=0.6, pupil_id=f"SCHK-P{i:04d}",
-                       school_id="SCHK", as_of=MONDAY, stats=stats, contributions=[0.1] * len(FEATURE_NAMES),
-                       model_version="test-model", rate_at_alert=0.6)
-
-
-def samples() -> dict[str, list[dict]]:
+@pytest.fixture(scope="module")
+def samples(make_event) -> dict[str, list[dict]]:
     """Real messages of every contract, built by the code that produces them."""
-    event = sample_event(3, InterventionKind.CONCERN)
-    improving = sample_event(4, InterventionKind.IMPROVING)
-    health = sample_event(5, InterventionKind.HEALTH_NEEDS)
+    event = make_event(3, kind=InterventionKind.CONCERN)
+    improving = make_event(4, kind=InterventionKind.IMPROVING)
+    health = make_event(5, kind=InterventionKind.HEALTH_NEEDS)
     letter = dead_letter(MarkRejected(RejectReason.UNKNOWN_CODE, "code 'ZZ' is not a DfE code"),
                          "SCH1,P1,2025-09-08,AM,ZZ", stage="ingest", source_file="marks.csv", line=7)
     binary = dead_letter(MarkRejected(RejectReason.INVALID_ENCODING, "not UTF-8"), b"\xff\xfe", stage="worker",
@@ -106,25 +93,25 @@ def test_committed_contract_matches_the_code(tmp_path):
 
 
 @pytest.mark.parametrize("filename", sorted(CONTRACTS))
-def test_every_schema_is_valid_and_real_messages_validate(filename):
+def test_every_schema_is_valid_and_real_messages_validate(filename, samples):
     schema = json.loads((COMMITTED / filename).read_text())
     Draft202012Validator.check_schema(schema)
     assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
     validator = Draft202012Validator(schema)
-    for instance in samples()[filename]:
+    for instance in samples[filename]:
         errors = [e.message for e in validator.iter_errors(instance)]
         assert not errors, errors
 
 
-def test_vocabularies_are_closed_in_the_contract():
+def test_vocabularies_are_closed_in_the_contract(samples):
     events = Draft202012Validator(json.loads((COMMITTED / "intervention-event.v1.schema.json").read_text()))
-    event = samples()["intervention-event.v1.schema.json"][0]
+    event = samples["intervention-event.v1.schema.json"][0]
     assert events.is_valid(event)
     assert not events.is_valid({**event, "suggested_actions": ["issue_penalty_notice"]})
     assert not events.is_valid({**event, "kind": "warning"})
     assert not events.is_valid({k: v for k, v in event.items() if k != "event_id"})
     outcomes = Draft202012Validator(json.loads((COMMITTED / "outcome-event.v1.schema.json").read_text()))
-    outcome = samples()["outcome-event.v1.schema.json"][0]
+    outcome = samples["outcome-event.v1.schema.json"][0]
     assert outcomes.is_valid(outcome)
     assert not outcomes.is_valid({**outcome, "action": "fine_issued"})
     assert not outcomes.is_valid({**outcome, "recorded_by_role": "Mrs Jones"})
@@ -153,7 +140,7 @@ def _refs(node):
             yield from _refs(value)
 
 
-def test_asyncapi_document_is_complete_and_its_payloads_validate_real_messages():
+def test_asyncapi_document_is_complete_and_its_payloads_validate_real_messages(samples):
     document = json.loads((COMMITTED / ASYNCAPI_FILENAME).read_text())
     assert document == json.loads(json.dumps(asyncapi_document()))
     assert document["asyncapi"] == "3.0.0"
@@ -187,7 +174,7 @@ def test_asyncapi_document_is_complete_and_its_payloads_validate_real_messages()
                      "deadLetter": "dead-letter.v1.schema.json", "outcomes": "outcome-event.v1.schema.json",
                      "webhookDeadLetter": "webhook-dead-letter.v1.schema.json",
                      "webhook": "intervention-event.v1.schema.json"}
-    every = samples()
+    every = samples
     for channel_name, channel in document["channels"].items():
         for message_ref in channel["messages"].values():
             message = _resolve(document, message_ref["$ref"])

@@ -9,6 +9,7 @@ import json
 import numpy as np
 import pytest
 
+from devtools.registers import MONDAY, pupil_marks
 from models.evaluation.baselines import LAST4, YTD, baseline_alerts, first_fires
 from models.evaluation.fairness import audit
 from models.evaluation.ranking import ranking_metrics
@@ -17,7 +18,6 @@ from models.evaluation.targets import BY_KEY, TARGETS
 from models.evaluation.truth import DIP_KINDS, KNOWN_KINDS, Episode, Truth
 from models.history import RegisterHistory
 from models.labels import pupil_labels
-from tests.conftest import MONDAY, pupil_marks
 
 START = dt.date(2025, 9, 1)
 DAYS = [d for d in (START + dt.timedelta(days=i) for i in range(120)) if d.weekday() < 5][:60]

@@ -7,7 +7,13 @@ import uuid
 import pytest
 
 from devtools.harness import (
-    WorkerProcess, consume_all, create_topics, isolated_env, marks_messages, metric_sum, produce_raw,
+    WorkerProcess,
+    consume_all,
+    create_topics,
+    isolated_env,
+    marks_messages,
+    metric_sum,
+    produce_raw,
 )
 from models.artifact import load_model
 from models.engine import DecisionEngine

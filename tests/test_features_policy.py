@@ -8,6 +8,8 @@ import re
 import numpy as np
 import pytest
 
+from devtools.registers import MONDAY, pupil_marks
+from models.engine import DecisionEngine
 from models.explain import build_event, concern_reasons
 from models.features import (
     FEATURE_NAMES,
@@ -26,7 +28,6 @@ from schemas.events import (
     ReasonCode,
     SupportAction,
 )
-from tests.conftest import MONDAY, pupil_marks
 
 ENFORCEMENT = re.compile(r"\b(fines?|fined|penalt\w*|prosecut\w*|enforce\w*|magistrate\w*|court|sanction\w*)\b",
                          re.IGNORECASE)
@@ -274,3 +275,41 @@ def test_a_week_unexplained_from_a_pupil_who_usually_attends_is_a_concern_whatev
     if raised:
         assert decision.kind is InterventionKind.CONCERN and decision.tier == 2
     assert decide(PolicyState(), CONFIG, 0.05, policy_row(current_run=9, unexplained_run=9)) is None
+
+
+# -- the outcome loop: what an open support plan does to the policy -----------------------------
+def test_an_open_plan_counts_as_flagged_so_no_new_concern_is_raised():
+    state = PolicyState()
+    state.start_plan()
+    decision = decide(state, CONFIG, 0.6, policy_row(800_000, recent_rate=0.6, short_rate=0.6))
+    assert decision is None and state.flagged and state.plan_open
+
+
+def test_recovery_under_an_open_plan_still_says_improving():
+    state = PolicyState()
+    state.start_plan()
+    kinds = [decide(state, CONFIG, 0.05, policy_row(800_000 + d, recent_rate=0.95, short_rate=1.0))
+             for d in range(3)]
+    assert [k.kind for k in kinds if k] == [InterventionKind.IMPROVING]
+    state.close_plan()
+    assert not state.plan_open
+
+
+def _concern(stats, weights):
+    return build_event(kind=InterventionKind.CONCERN, tier=2, escalation=True, score=0.8, pupil_id="P1",
+                       school_id="SCH1", as_of=dt.date(2025, 10, 1), stats=stats, contributions=weights,
+                       model_version="t")
+
+
+def test_same_pattern_is_held_back_while_a_plan_is_open_but_a_new_pattern_is_not():
+    stats = summarise(state_from([("/", "\\")] * 30 + [("L", "\\"), ("N", "N"), ("N", "N"), ("/", "N"), ("I", "I")] * 2))
+    drop, late = np.zeros(len(FEATURE_NAMES)), np.zeros(len(FEATURE_NAMES))
+    drop[FEATURE_NAMES.index("drop_vs_baseline")] = 1.0
+    late[FEATURE_NAMES.index("late_rate_20")] = 1.0
+    policy = PolicyState()
+    assert not DecisionEngine._suppressed_by_plan(policy, _concern(stats, drop))  # first alert: remembered
+    policy.start_plan()
+    assert DecisionEngine._suppressed_by_plan(policy, _concern(stats, drop))  # same pattern, plan open
+    assert not DecisionEngine._suppressed_by_plan(policy, _concern(stats, late))  # a new pattern goes out
+    policy.close_plan()
+    assert not DecisionEngine._suppressed_by_plan(policy, _concern(stats, late))

@@ -12,6 +12,7 @@ import pytest
 from sklearn.dummy import DummyClassifier
 from sklearn.pipeline import Pipeline
 
+from devtools.registers import MONDAY, pupil_marks
 from models.artifact import RiskModel
 from models.engine import DecisionEngine
 from models.features import FEATURE_NAMES, summarise
@@ -23,7 +24,6 @@ from schemas.events import (
     InterventionKind,
     Tier,
 )
-from tests.conftest import MONDAY, pupil_marks
 
 PRESENT = ("/", "\\")
 ILL = ("I", "I")

@@ -14,7 +14,13 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from kafka import KafkaProducer
 
-from devtools.harness import WorkerProcess, consume_all, create_topics, isolated_env, metric_sum
+from devtools.harness import (
+    WorkerProcess,
+    consume_all,
+    create_topics,
+    isolated_env,
+    metric_sum,
+)
 from devtools.poison import POISON_PUPIL, poison_message_cases, poison_messages
 from schemas.deadletter import DeadLetter
 

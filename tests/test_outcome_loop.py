@@ -1,59 +1,21 @@
-"""The outcome loop: an open support plan holds back repeat alerts for the same pattern; recovery
-still says `improving`; outcomes arrive over HTTP on the worker and through their topic."""
+"""The outcome loop on a running worker: outcomes arrive over HTTP and through their topic, and a
+new model is taken without a restart. (What an open plan does to the policy is tested with the
+policy, in tests/test_features_policy.py.)"""
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import uuid
 
-import numpy as np
 import pytest
 
-from models.engine import DecisionEngine
-from models.explain import build_event
-from models.features import FEATURE_NAMES, summarise
-from models.policy import DecisionKind, PolicyState, decide
-from schemas.events import InterventionKind
-from tests.stack import WorkerProcess, create_topics, isolated_env, metric_sum, produce_raw
-from tests.test_features_policy import CONFIG, state_from
-
-
-def test_an_open_plan_counts_as_flagged_so_no_new_concern_is_raised():
-    state = PolicyState()
-    state.start_plan()
-    decision = decide(state, CONFIG, 0.6, day=800_000, possible_sessions=100, recent_rate=0.6, short_rate=0.6)
-    assert decision is None and state.flagged and state.plan_open
-
-
-def test_recovery_under_an_open_plan_still_says_improving():
-    state = PolicyState()
-    state.start_plan()
-    kinds = [decide(state, CONFIG, 0.05, day=800_000 + d, possible_sessions=100, recent_rate=0.95, short_rate=1.0)
-             for d in range(3)]
-    assert [k.kind for k in kinds if k] == [DecisionKind.IMPROVING]
-    state.close_plan()
-    assert not state.plan_open
-
-
-def _concern(stats, weights):
-    return build_event(kind=InterventionKind.CONCERN, tier=2, escalation=True, score=0.8, pupil_id="P1",
-                       school_id="SCH1", as_of=dt.date(2025, 10, 1), stats=stats, contributions=weights,
-                       model_version="t")
-
-
-def test_same_pattern_is_held_back_while_a_plan_is_open_but_a_new_pattern_is_not():
-    stats = summarise(state_from([("/", "\\")] * 30 + [("L", "\\"), ("N", "N"), ("N", "N"), ("/", "N"), ("I", "I")] * 2))
-    drop, late = np.zeros(len(FEATURE_NAMES)), np.zeros(len(FEATURE_NAMES))
-    drop[FEATURE_NAMES.index("drop_vs_baseline")] = 1.0
-    late[FEATURE_NAMES.index("late_rate_20")] = 1.0
-    policy = PolicyState()
-    assert not DecisionEngine._suppressed_by_plan(policy, _concern(stats, drop))  # first alert: remembered
-    policy.start_plan()
-    assert DecisionEngine._suppressed_by_plan(policy, _concern(stats, drop))  # same pattern, plan open
-    assert not DecisionEngine._suppressed_by_plan(policy, _concern(stats, late))  # a new pattern goes out
-    policy.close_plan()
-    assert not DecisionEngine._suppressed_by_plan(policy, _concern(stats, late))
+from devtools.harness import (
+    WorkerProcess,
+    create_topics,
+    isolated_env,
+    metric_sum,
+    produce_raw,
+)
 
 
 @pytest.mark.broker

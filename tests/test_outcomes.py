@@ -11,10 +11,16 @@ import re
 import pytest
 from pydantic import ValidationError
 
-from models.outcomes import action_date, format_report, load_outcomes, outcomes_report, report_from_files
+from devtools.registers import school_days
+from models.outcomes import (
+    action_date,
+    format_report,
+    load_outcomes,
+    outcomes_report,
+    report_from_files,
+)
 from schemas.interchange import read_marks
 from schemas.outcomes import OutcomeAction, OutcomeEvent, StaffRole
-from tests.conftest import school_days
 
 START = dt.date(2025, 9, 8)  # a Monday
 DAYS = list(school_days(START, 45))

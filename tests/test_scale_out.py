@@ -11,7 +11,14 @@ import uuid
 
 import pytest
 
-from devtools.harness import WorkerProcess, create_topics, isolated_env, marks_messages, metric_sum, produce_raw
+from devtools.harness import (
+    WorkerProcess,
+    create_topics,
+    isolated_env,
+    marks_messages,
+    metric_sum,
+    produce_raw,
+)
 from schemas.interchange import read_marks
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]

@@ -8,9 +8,9 @@ import random
 
 import pytest
 
+from devtools.registers import MONDAY, mark, pupil_marks
 from models.state import ApplyOutcome, OutsideWindowError, PupilState
 from schemas.marks import Session
-from tests.conftest import MONDAY, mark, pupil_marks
 
 WINDOW = 126
 

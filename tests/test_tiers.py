@@ -15,13 +15,13 @@ import pytest
 from sklearn.dummy import DummyClassifier
 from sklearn.pipeline import Pipeline
 
+from devtools.registers import MONDAY, pupil_marks
 from models.artifact import RiskModel
 from models.engine import DecisionEngine
 from models.features import FEATURE_NAMES, snapshot, summarise_batch
 from models.policy import Hold, PolicyConfig, concern_hold, policy_inputs, register_tier
 from models.state import PupilState
 from schemas.events import InterventionKind, SupportAction
-from tests.conftest import MONDAY, pupil_marks
 
 PRESENT = ("/", "\\")
 POLICY = PolicyConfig(enter_score=0.5, exit_score=0.25, tier2_score=0.7, tier3_score=0.85)

@@ -11,12 +11,23 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from devtools.poison import (
-    CSV_HEADER, arbitrary_json, arbitrary_mark_messages, poison_message_cases, poison_row_cases, valid_mark_fields,
+    CSV_HEADER,
+    arbitrary_json,
+    arbitrary_mark_messages,
+    poison_message_cases,
+    poison_row_cases,
+    valid_mark_fields,
 )
 from schemas.codes import CODES
 from schemas.interchange import read_marks
 from schemas.marks import (
-    DEFAULT_PUPIL_ID_PATTERN, MarkLimits, MarkRejected, RegisterMark, RejectReason, parse_mark, parse_mark_json,
+    DEFAULT_PUPIL_ID_PATTERN,
+    MarkLimits,
+    MarkRejected,
+    RegisterMark,
+    RejectReason,
+    parse_mark,
+    parse_mark_json,
     rejection_from,
 )
 

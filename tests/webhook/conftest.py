@@ -3,16 +3,14 @@ topics on the embedded broker with bridge settings, and reading back what the br
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import threading
 import time
-from collections.abc import Callable
 
 import pytest
 from hypothesis import strategies as st
 
-from schemas.events import InterventionEvent, InterventionKind, WindowSummary
+from schemas.events import InterventionEvent, InterventionKind
 from schemas.outcomes import WebhookDeadLetter, WebhookFailure
 from streams.settings import Settings
 from streams.webhook.receiver import FailureScript, ReceiverConfig, ReferenceReceiver
@@ -20,29 +18,6 @@ from streams.webhook.signing import WebhookSecret
 
 # Fast retries for tests; the real defaults live in streams/settings.py.
 FAST_RETRIES = {"RECONNECT_WEBHOOK_BACKOFF_BASE_S": "0.02", "RECONNECT_WEBHOOK_BACKOFF_MAX_S": "0.2"}
-
-
-@pytest.fixture(scope="session")
-def make_event() -> Callable[..., InterventionEvent]:
-    """A real event, built by the same code the worker uses: make_event(i, kind=..., school=...)."""
-    from models.explain import build_event
-    from models.features import FEATURE_NAMES
-
-    def build(i: int, *, kind: InterventionKind = InterventionKind.CONCERN, school: str = "SCHB") -> InterventionEvent:
-        stats = WindowSummary(
-            latest_date=dt.date(2025, 10, 6) + dt.timedelta(days=i % 20), possible_10=10, attended_10=5 + i % 5,
-            possible_20=20, attended_20=12, possible_40=40, attended_40=28, possible_ytd=60, attended_ytd=48,
-            earlier_possible=20, earlier_attended=20, current_absence_run=2, longest_absence_run_40=4,
-            absence_spells_40=3, unauthorised_40=4, health_40=2, late_20=1, late_previous_20=0,
-            monday_friday_absences_40=5, am_possible_40=20, am_absences_40=7, pm_possible_40=20, pm_absences_40=5,
-            sessions_since_full_week=14,
-        )
-        return build_event(kind=kind, tier=1 + i % 3, escalation=False, score=0.5 + (i % 40) / 100,
-                           pupil_id=f"{school}-P{i:04d}", school_id=school, as_of=stats.latest_date, stats=stats,
-                           contributions=[0.1 * ((j + i) % 4) for j in range(len(FEATURE_NAMES))],
-                           model_version="test-model", rate_at_alert=0.6)
-
-    return build
 
 
 @pytest.fixture
