@@ -117,6 +117,7 @@ def test_fairness_needs_the_roster(report, files):
     assert backtest(files["model"], files["marks"]).fairness is None
 
 
+@pytest.mark.slow
 def test_the_command_writes_a_self_contained_report(files, tmp_path):
     from streams.commands.modelling import backtest as command
 

@@ -73,6 +73,7 @@ def year_csv(tmp_path_factory):
     return path
 
 
+@pytest.mark.slow
 def test_economical_scoring_gives_the_straightforward_events(model_path, year_csv):
     model = load_model(model_path)
     economical = Counting(model, window_days=126)

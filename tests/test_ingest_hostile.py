@@ -159,6 +159,7 @@ def test_a_file_without_a_usable_header_is_refused_before_anything_is_sent(tmp_p
     assert "read 0, published 0, rejected 0 (to dead-letter): the file was refused" in done.stdout
 
 
+@pytest.mark.slow
 def test_an_unreachable_broker_fails_every_row_with_its_own_exit_code(tmp_path):
     path = write_csv(tmp_path / "marks.csv", [csv_line(fields) for fields in valid_fields(5)] + [b"SCH1,bad"])
     env = {"KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}", "RECONNECT_BROKER_CONNECT_RETRY_S": "1"}

@@ -21,7 +21,7 @@ from devtools.promtool import (
 from streams.metrics import WorkerMetrics
 
 # Rule-test files that evaluate months of rule steps and take tens of seconds.
-SLOW_RULE_TESTS = {"uk_time_test.yml"}
+SLOW_RULE_TESTS = {"uk_time_test.yml", "alerts_test.yml"}
 SEVERITIES = {"critical", "warning", "info"}
 # Labels an annotation may show. Ops alerts describe the pipeline, never a pupil.
 ANNOTATION_LABELS = {"instance", "job", "reason", "partition", "service"}

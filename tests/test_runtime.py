@@ -97,6 +97,7 @@ def test_a_model_from_another_scikit_learn_names_the_command_that_retrains_it(tm
         artifact.load_model(model_path)
 
 
+@pytest.mark.slow
 def test_scoring_really_runs_on_one_thread():
     """threadpoolctl only limits libraries already loaded: the worker's pin must leave every
     OpenMP pool scikit-learn scores with at one thread, checked in a fresh interpreter."""

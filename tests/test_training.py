@@ -58,6 +58,7 @@ def test_load_refuses_another_scikit_learn_version(tmp_path):
     assert load_model(save_model(model, tmp_path / "ok.skops")).version == "test"
 
 
+@pytest.mark.slow
 def test_monotonic_constraints_are_wired_and_respected():
     assert MONOTONIC_CST[FEATURE_NAMES.index("drop_vs_baseline")] == 1
     assert MONOTONIC_CST[FEATURE_NAMES.index("rate_20")] == -1

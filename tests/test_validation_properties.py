@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
@@ -71,6 +72,7 @@ limits = st.builds(
 )
 
 
+@pytest.mark.slow
 @settings(max_examples=400, deadline=None)
 @given(marks, limits)
 def test_validation_never_raises_anything_but_a_rejection(data, bounds):
@@ -82,6 +84,7 @@ def test_validation_never_raises_anything_but_a_rejection(data, bounds):
     assert isinstance(mark, RegisterMark)
 
 
+@pytest.mark.slow
 @settings(max_examples=400, deadline=None)
 @given(marks, limits)
 def test_fast_parser_and_pydantic_model_agree(data, bounds):
@@ -135,6 +138,7 @@ def test_any_json_object_is_a_mark_or_a_rejection(data):
         assert isinstance(rejection.reason, RejectReason)
 
 
+@pytest.mark.slow
 @settings(max_examples=300, deadline=None)
 @given(poison_message_cases(TODAY))
 def test_generated_poison_messages_get_their_reason(poison):
@@ -160,6 +164,7 @@ def test_generated_valid_marks_are_accepted_at_any_hour_of_the_day(fields):
 @given(st.lists(st.one_of(valid_mark_fields(TODAY).map(lambda fields: (fields, None)),
                           poison_row_cases(TODAY).map(lambda poison: (poison.line, poison.reason))), max_size=30),
        st.sampled_from([b"\n", b"\r\n"]), st.booleans())
+@pytest.mark.slow
 def test_any_csv_file_reads_one_row_per_line_with_its_line_number(tmp_path, rows, ending, final_ending):
     """Valid rows interleaved with poison of every kind: every line is one row, in order, with the
     right line number; each valid row is its mark; each poison row gets its reason; nothing raises."""
