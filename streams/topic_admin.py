@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from kafka import KafkaAdminClient
-from kafka.admin import NewTopic
+from kafka.admin import ConfigResource, ConfigResourceType, NewTopic
 from kafka.errors import TopicAlreadyExistsError
 
 from streams.settings import Settings
@@ -55,10 +55,12 @@ def admin_client(settings: Settings) -> KafkaAdminClient:
                             request_timeout_ms=int(settings.broker_connect_retry_s * 1000))
 
 
-def ensure_topics(settings: Settings, specs: list[TopicSpec] | None = None) -> dict[str, str]:
-    """Create what is missing; check what exists. Returns topic -> 'created' | 'exists'."""
+def ensure_topics(settings: Settings, specs: list[TopicSpec] | None = None, admin=None) -> dict[str, str]:
+    """Create what is missing; check what exists and give it the configuration ops/topics.toml
+    states (a changed RECONNECT_DEAD_LETTER_RETENTION_DAYS reaches a topic made before). Returns
+    topic -> 'created' | 'exists'."""
     specs = specs if specs is not None else topic_specs(settings)
-    admin = admin_client(settings)
+    admin = admin or admin_client(settings)
     try:
         existing = set(admin.list_topics())
         report: dict[str, str] = {}
@@ -81,6 +83,10 @@ def ensure_topics(settings: Settings, specs: list[TopicSpec] | None = None) -> d
                         "partition counts cannot change under a running deployment"
                     )
                 report[spec.name] = "exists"
+            # The whole stated set each time: a non-incremental alter replaces a topic's dynamic
+            # configuration, and these topics carry no configuration but what ops/topics.toml states.
+            admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, spec.name, configs=spec.config)
+                                 for spec in present if spec.config])
         return report
     finally:
         admin.close()

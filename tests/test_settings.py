@@ -65,3 +65,39 @@ def test_the_api_token_comes_from_its_file_first(tmp_path):
 def test_topic_names_are_checked(name):
     with pytest.raises(ValueError):
         Settings(_env_file=None, topic_marks=name)
+
+
+class _FakeAdmin:
+    """What the topic admin asks of Kafka, recorded."""
+
+    def __init__(self, existing: set[str], partitions: int) -> None:
+        self.existing, self.partitions = existing, partitions
+        self.created: list = []
+        self.altered: list = []
+
+    def list_topics(self):
+        return list(self.existing)
+
+    def create_topics(self, topics):
+        self.created += topics
+
+    def describe_topics(self, names):
+        return [{"name": name, "partitions": [{}] * self.partitions} for name in names]
+
+    def alter_configs(self, resources):
+        self.altered += resources
+
+    def close(self):
+        pass
+
+
+def test_topics_made_before_get_the_stated_dead_letter_retention():
+    from streams.topic_admin import ensure_topics, topic_specs
+
+    settings = Settings(_env_file=None, dead_letter_retention_days=30)
+    names = {spec.name for spec in topic_specs(settings)}
+    admin = _FakeAdmin(existing=names, partitions=settings.topic_partitions)
+    assert set(ensure_topics(settings, admin=admin).values()) == {"exists"} and not admin.created
+    altered = {resource.name: resource.configs for resource in admin.altered}
+    assert altered[settings.topic_dead_letter] == {"cleanup.policy": "delete", "retention.ms": str(30 * 86_400_000)}
+    assert altered[f"{settings.app_id}-pupil-state-changelog"]["cleanup.policy"] == "compact"
