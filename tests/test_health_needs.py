@@ -126,7 +126,7 @@ def test_a_version_2_record_still_loads():
     state.policy = PolicyState()
     state.policy.flagged, state.policy.tier, state.policy.last_alert = True, 2, MONDAY.toordinal()
     old = PupilState.from_bytes(version_2_record(state))
-    assert FORMAT_VERSION == 3
+    assert FORMAT_VERSION > 2
     assert old.sessions() == state.sessions() and old.folded_health == 0
     assert (old.policy.flagged, old.policy.tier, old.policy.health_needs_year) == (True, 2, 0)
     assert PupilState.from_bytes(old.to_bytes()) == old  # written back in the current format
