@@ -18,18 +18,20 @@ The scores and events are identical to scoring every row and explaining alert by
 
 from __future__ import annotations
 
+import datetime as dt
 import time
-from collections.abc import Callable, MutableMapping, Sequence
+from collections.abc import Callable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from models.artifact import RiskModel
 from models.explain import build_event, contributions
-from models.features import Snapshot, feature_matrix, snapshot, summarise_batch
+from models.features import Snapshot, WindowBatch, feature_matrix, snapshot, summarise_batch
 from models.policy import (
     Decision,
     PolicyConfig,
+    PolicyInputs,
     PolicyRow,
     PolicyState,
     can_raise,
@@ -42,7 +44,6 @@ from schemas.events import (
     InterventionEvent,
     InterventionKind,
     ReasonCode,
-    WindowSummary,
 )
 from schemas.marks import MarkRejected, RegisterMark, RejectReason
 
@@ -97,6 +98,159 @@ def distinct_rows(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return X[first], inverse.ravel()
 
 
+_POLICY_ROW_FIELDS = tuple(PolicyRow.__dataclass_fields__)
+
+
+class PolicyRows(Sequence):
+    """`PolicyInputs` as a sequence of `PolicyRow`, each built when first asked for: most rows of a
+    batch never reach a policy rule."""
+
+    def __init__(self, inputs: PolicyInputs) -> None:
+        self.inputs = inputs
+        self._rows: dict[int, PolicyRow] = {}
+
+    def prefetch(self, indices: np.ndarray) -> None:
+        """Build the rows at `indices` at once (a tenth of the cost of one at a time)."""
+        indices = np.asarray(indices, dtype=np.int64)
+        wanted = [i for i in indices.tolist() if i not in self._rows] if self._rows else indices.tolist()
+        if not wanted:
+            return
+        values = [column[wanted].tolist() for column in (self.inputs.columns[name] for name in _POLICY_ROW_FIELDS)]
+        self._rows.update(zip(wanted, map(PolicyRow, *values)))
+
+    def __len__(self) -> int:
+        return len(self.inputs)
+
+    def __getitem__(self, i):  # type: ignore[override]
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        row = self._rows.get(i)
+        if row is None:
+            row = self._rows[i] = self.inputs.row(i)
+        return row
+
+
+def health_candidates(inputs: PolicyInputs, config: PolicyConfig) -> np.ndarray:
+    """Rows where `health_needs` can fire: its threshold reached (below it, it returns None and
+    changes nothing)."""
+    return np.flatnonzero(inputs.columns["health_absence_ytd"] >= config.health_needs_sessions)
+
+
+def concern_candidates(inputs: PolicyInputs, config: PolicyConfig) -> np.ndarray:
+    """Rows where `can_raise` may hold for some pupil: its conditions on the row alone (enough
+    evidence this year, nothing on the register holding a concern back: `policy.concern_hold`'s
+    four holds, over the columns they read), leaving out only the pupil's own cool-down. The
+    engine and the columnar replay call `can_raise` / `decide` on these rows and skip the rest,
+    where they return None and change nothing; tests/test_columnar.py holds this mask equal to
+    `can_raise` for a pupil never alerted, row by row."""
+    c = inputs.columns
+    known = c["known_run"]
+    return ((c["possible_ytd"] >= config.min_possible_sessions) & ~c["health_absence"]
+            & ~((known > 0) & (known <= config.explained_absence_grace_sessions))
+            & (c["unarranged_rate"] < config.concern_below_rate) & ~c["one_block"])
+
+
+class SmallBatchScorer:
+    """The risk model's probabilities for a handful of rows, without scikit-learn's fixed cost per
+    call (input checks, 150 separate tree calls, the calibrator's checks: about 5 ms, whatever
+    the rows): the same trees walked for all rows at once with numpy, the same sums in the same
+    order, the model's own isotonic calibrator. Built only for the structure the shipped model
+    has (a calibrated boosted classifier, one isotonic calibrator, no categorical features) and
+    only if it gives `model.score`'s numbers bit for bit on a probe set; otherwise `of` returns
+    None and the model scores as it always did. Above `LIMIT` rows the model is faster."""
+
+    LIMIT = 64
+
+    def __init__(self, model: RiskModel) -> None:
+        from sklearn.calibration import CalibratedClassifierCV
+        from sklearn.ensemble import HistGradientBoostingClassifier
+        from sklearn.isotonic import IsotonicRegression
+
+        final = model.pipeline[-1]
+        if len(model.pipeline) != 1 or not isinstance(final, CalibratedClassifierCV):
+            raise TypeError("not a lone calibrated classifier")
+        (calibrated,) = final.calibrated_classifiers_
+        booster, (calibrator,) = calibrated.estimator, calibrated.calibrators
+        if (not isinstance(booster, HistGradientBoostingClassifier) or calibrated.method != "isotonic"
+                or not isinstance(calibrator, IsotonicRegression) or calibrator.out_of_bounds != "clip"
+                or booster.n_trees_per_iteration_ != 1 or booster._preprocessor is not None  # noqa: SLF001
+                or booster.is_categorical_ is not None or list(booster.classes_) != [0, 1]
+                or list(calibrated.classes) != [0, 1]):
+            raise TypeError("not the structure this scorer walks")
+        trees = [predictors[0].nodes for predictors in booster._predictors]  # noqa: SLF001
+        nodes = np.concatenate(trees)
+        if nodes["is_categorical"].any():
+            raise TypeError("categorical splits")
+        starts = np.cumsum([0] + [len(tree) for tree in trees])[:-1].astype(np.int64)
+        offset = np.repeat(starts, [len(tree) for tree in trees])
+        leaf = nodes["is_leaf"].astype(bool)
+        here = np.arange(len(nodes), dtype=np.int64)
+        # Where each node leads: [right, left] by "goes left"; a leaf leads to itself.
+        self.next = np.empty(2 * len(nodes), dtype=np.int64)
+        self.next[0::2] = np.where(leaf, here, nodes["right"].astype(np.int64) + offset)
+        self.next[1::2] = np.where(leaf, here, nodes["left"].astype(np.int64) + offset)
+        self.feature = nodes["feature_idx"].astype(np.int64)
+        self.threshold = nodes["num_threshold"].astype(np.float64)
+        self.missing_left = nodes["missing_go_to_left"].astype(bool)
+        self.value = nodes["value"].astype(np.float64)
+        self.roots = starts
+        self.depth = int(nodes["depth"].max())
+        self.baseline = np.asarray(booster._baseline_prediction, dtype=np.float64).ravel()[0]  # noqa: SLF001
+        self.calibrator = calibrator
+
+    @classmethod
+    def of(cls, model: RiskModel) -> SmallBatchScorer | None:
+        """The scorer for this model, if it reproduces the model's scores exactly."""
+        try:
+            scorer = cls(model)
+        except (TypeError, AttributeError, ValueError):
+            return None
+        width = len(model.feature_names)
+        probe = np.random.default_rng(20251).normal(0.4, 0.7, size=(cls.LIMIT, width))
+        probe[::5, ::3] = np.nan
+        probe[1::7] = np.round(probe[1::7], 1)  # values on round thresholds
+        if model.reference is not None:
+            probe[0] = model.reference
+        for rows in (probe[:1], probe[:7], probe):
+            if not np.array_equal(scorer.score(rows), model.score(rows), equal_nan=True):
+                return None
+        return scorer
+
+    def score(self, rows: np.ndarray) -> np.ndarray:
+        rows = np.ascontiguousarray(rows, dtype=np.float64)
+        n, width = rows.shape
+        trees = len(self.roots)
+        node = np.tile(self.roots, n)
+        start = np.repeat(np.arange(n, dtype=np.int64) * width, trees)
+        flat = rows.ravel()
+        for _ in range(self.depth):
+            value = flat[start + self.feature[node]]
+            goes_left = (value <= self.threshold[node]) | (np.isnan(value) & self.missing_left[node])
+            node = self.next[2 * node + goes_left]
+        # The leaves summed tree by tree in order from the baseline, as the booster adds them.
+        leaves = np.concatenate((np.full((n, 1), self.baseline), self.value[node].reshape(n, trees)), axis=1)
+        raw = np.cumsum(leaves, axis=1)[:, -1]
+        calibrator = self.calibrator
+        probability = calibrator.f_(np.clip(raw, calibrator.X_min_, calibrator.X_max_)).astype(np.float64)
+        probability[(1.0 < probability) & (probability <= 1.0 + 1e-5)] = 1.0
+        return probability
+
+
+class _Scoring:
+    """The model as `explain.contributions` sees it, scoring small batches with the fast scorer."""
+
+    def __init__(self, model: RiskModel, scorer: SmallBatchScorer | None) -> None:
+        self._model, self._scorer = model, scorer
+
+    def __getattr__(self, name: str):
+        return getattr(self._model, name)
+
+    def score(self, rows: np.ndarray) -> np.ndarray:
+        if self._scorer is not None and len(rows) <= self._scorer.LIMIT:
+            return self._scorer.score(rows)
+        return self._model.score(rows)
+
+
 class DecisionEngine:
     def __init__(self, model: RiskModel, *, window_days: int, policy: PolicyConfig | None = None,
                  support_needs: Callable[[str], frozenset[str]] | None = None) -> None:
@@ -104,6 +258,7 @@ class DecisionEngine:
         self.policy = policy or model.policy
         self.window_days = window_days
         self.support_needs = support_needs or (lambda pupil_id: frozenset())
+        self.scoring = _Scoring(model, SmallBatchScorer.of(model))
 
     def new_state(self, mark: RegisterMark) -> PupilState:
         return PupilState(mark.school_id, self.window_days, mark.date)
@@ -115,30 +270,50 @@ class DecisionEngine:
         if not pending:
             return result
         batch = summarise_batch([p.snapshot for p in pending])
-        rows = policy_inputs(batch.columns, batch.latest_ordinal, self.policy).rows()
-        health = [health_needs(p.state.policy, self.policy, row) for p, row in zip(pending, rows)]
+        inputs = policy_inputs(batch.columns, batch.latest_ordinal, self.policy)
+        rows = PolicyRows(inputs)
+        # Health needs first, for every row that could reach the threshold (it changes nothing else).
+        health: dict[int, Decision] = {}
+        for i in health_candidates(inputs, self.policy):
+            decision = health_needs(pending[i].state.policy, self.policy, rows[i])
+            if decision is not None:
+                health[i] = decision
         need = self._needs_score(pending, rows)
-        for i, decision in enumerate(health):
-            need[i] = need[i] or decision is not None  # the event carries the score
+        for i in health:
+            need[i] = True  # the event carries the score
         X = feature_matrix(batch)
         scores = self._score(X, need, result)
         decided: list[_Decided] = []
-        for i, (item, row) in enumerate(zip(pending, rows)):
-            if health[i] is not None:
+        for i, item in enumerate(pending):
+            if i in health:
                 decided.append(_Decided(i, health[i]))
             if need[i]:
-                decision = decide(item.state.policy, self.policy, scores[i], row)
+                decision = decide(item.state.policy, self.policy, scores[i], rows[i])
                 if decision is not None:
                     decided.append(_Decided(i, decision))
+        who = {d.row: (pending[d.row].mark.pupil_id, pending[d.row].school_id, pending[d.row].mark.date,
+                       pending[d.row].state.policy) for d in decided}
+        self._publish(decided, scores, X, batch, who, [p.index for p in pending], result)
+        return result
+
+    def _publish(self, decided: Sequence[_Decided], scores: Sequence[float], X: np.ndarray, batch: WindowBatch,
+                 who: Mapping[int, tuple[str, str, dt.date, PolicyState]], marks: Sequence[int],
+                 result: BatchResult) -> None:
+        """Events for the decisions, in order: one attribution call for every concern, then each
+        event built and, unless an open support plan holds it back, added to the result.
+        `who[row]` is the row's (pupil, school, day, policy state); `marks[row]` its mark's index."""
         concerns = [d.row for d in decided if d.decision.kind is InterventionKind.CONCERN]
         weights = dict(zip(concerns, self._explain(X[concerns]))) if concerns else {}
         for d in decided:
-            item = pending[d.row]
-            event = self._event(item, d.decision, scores[d.row], batch.row(d.row), weights.get(d.row))
-            if not self._suppressed_by_plan(item.state.policy, event):
+            pupil_id, school_id, day, policy = who[d.row]
+            event = build_event(
+                kind=d.decision.kind, tier=d.decision.tier, escalation=d.decision.escalation, score=scores[d.row],
+                pupil_id=pupil_id, school_id=school_id, as_of=day, stats=batch.row(d.row),
+                contributions=weights.get(d.row), model_version=self.model.version,
+                rate_at_alert=d.decision.rate_at_alert, support_needs=self.support_needs(pupil_id))
+            if not self._suppressed_by_plan(policy, event):
                 result.events.append(event)
-                result.event_marks.append(item.index)
-        return result
+                result.event_marks.append(marks[d.row])
 
     def _apply(self, marks: Sequence[RegisterMark], states: MutableMapping[str, PupilState],
                result: BatchResult) -> list[_Pending]:
@@ -165,17 +340,19 @@ class DecisionEngine:
         """Rows whose decision can depend on the score. A pupil flagged at the start of the batch:
         every row. Otherwise the pupil's policy state cannot change before a concern is raised,
         so rows before the first one where `can_raise` holds are decided without a score, and
-        every row from it on is scored (the concern may be raised there)."""
+        every row from it on is scored (the concern may be raised there). `can_raise` is asked
+        only of rows that pass its cheap necessary conditions (`concern_candidates`)."""
+        candidate = concern_candidates(rows.inputs, self.policy) if isinstance(rows, PolicyRows) else None
         live: dict[str, bool] = {}
         need = []
-        for item, row in zip(pending, rows):
+        for i, item in enumerate(pending):
             pupil = item.mark.pupil_id
-            policy = item.state.policy
-            if pupil not in live:
-                live[pupil] = policy.flagged
-            if not live[pupil] and can_raise(policy, self.policy, row):
-                live[pupil] = True
-            need.append(live[pupil])
+            state = live.get(pupil)
+            if state is None:
+                state = live[pupil] = item.state.flagged
+            if not state and (candidate is None or candidate[i]) and can_raise(item.state.policy, self.policy, rows[i]):
+                state = live[pupil] = True
+            need.append(state)
         return need
 
     def _score(self, X: np.ndarray, need: Sequence[bool], result: BatchResult) -> list[float]:
@@ -185,7 +362,7 @@ class DecisionEngine:
         if wanted.size:
             unique, inverse = distinct_rows(X[wanted])
             started = time.perf_counter()
-            scored = self.model.score(unique)
+            scored = self.scoring.score(unique)
             result.scoring_seconds += time.perf_counter() - started
             result.scored += len(unique)
             scores[wanted] = scored[inverse]
@@ -193,7 +370,7 @@ class DecisionEngine:
 
     def _explain(self, rows: np.ndarray) -> np.ndarray:
         """Attributions of every concern of the batch, in one call."""
-        return contributions(self.model, rows)
+        return contributions(self.scoring, rows)
 
     @staticmethod
     def _suppressed_by_plan(policy: PolicyState, event: InterventionEvent) -> bool:
@@ -206,12 +383,3 @@ class DecisionEngine:
         if not suppressed:
             policy.alert_reason = pattern
         return suppressed
-
-    def _event(self, item: _Pending, decision: Decision, score: float, stats: WindowSummary,
-               weights: np.ndarray | None) -> InterventionEvent:
-        return build_event(
-            kind=decision.kind, tier=decision.tier, escalation=decision.escalation, score=score,
-            pupil_id=item.mark.pupil_id, school_id=item.school_id, as_of=item.mark.date, stats=stats,
-            contributions=weights, model_version=self.model.version, rate_at_alert=decision.rate_at_alert,
-            support_needs=self.support_needs(item.mark.pupil_id),
-        )

@@ -113,8 +113,7 @@ def _stack(snapshots: Sequence[Snapshot]) -> tuple[np.ndarray, np.ndarray, np.nd
     """Slot flags as one (B, slots) matrix, left-padded with empty days where windows differ."""
     width = max(len(s.flags) for s in snapshots)
     n = len(snapshots)
-    origin = np.fromiter((s.origin for s in snapshots), np.int64, n)
-    year_slot = np.fromiter((s.year_slot for s in snapshots), np.int64, n)
+    origin, year_slot = np.array([(s.origin, s.year_slot) for s in snapshots], dtype=np.int64).reshape(n, 2).T.copy()
     if all(len(s.flags) == width for s in snapshots):
         return np.frombuffer(b"".join(s.flags for s in snapshots), dtype=np.uint8).reshape(n, width), origin, year_slot
     flags = np.zeros((n, width), dtype=np.uint8)
@@ -126,118 +125,209 @@ def _stack(snapshots: Sequence[Snapshot]) -> tuple[np.ndarray, np.ndarray, np.nd
     return flags, origin, year_slot
 
 
+@dataclass(slots=True)
+class Timelines:
+    """The possible sessions of many timelines as one flat sequence (timeline after timeline, each
+    in date order).
+
+    A timeline is a row of slot flags, two slots a day (AM, PM) from the ordinal day `day0`; a
+    window on it is a range of its slots. The stream's snapshots are one timeline each with one
+    window; the columnar replay (models.columnar) has one timeline per pupil and a window per
+    mark. Both are summarised by the same `summarise_windows`."""
+
+    flags: np.ndarray  # uint8 (L,): FLAGS bits of each possible session
+    where: np.ndarray  # int64 (L,): its position in the grid, row-major (timeline * width + slot)
+    width: int  # slots per timeline (even: whole days)
+    day0: np.ndarray  # int64 (G,): ordinal day of each timeline's slot 0
+
+    def index(self, timeline: np.ndarray, slot: np.ndarray) -> np.ndarray:
+        """Flat index of the first possible session at or after `slot` of `timeline` (vectorised)."""
+        return np.searchsorted(self.where, np.asarray(timeline, np.int64) * self.width + slot)
+
+    def monday_friday(self, positions: np.ndarray) -> np.ndarray:
+        """Whether the sessions at these flat positions are on a Monday or a Friday."""
+        row, slot = np.divmod(self.where[positions], self.width)
+        weekday = (self.day0[row] + (slot >> 1) - 1) % 7  # ordinal day 1 was a Monday
+        return (weekday == MONDAY) | (weekday == FRIDAY)
+
+
+def timelines(grid: np.ndarray, day0: np.ndarray) -> Timelines:
+    """Timelines from slot flags (G, S) whose slot 0 is the AM of ordinal day `day0` (G,)."""
+    grid = np.ascontiguousarray(grid, dtype=np.uint8)
+    where = np.flatnonzero(grid & POSSIBLE_BIT)  # row-major: timeline after timeline, slots in order
+    return Timelines(flags=grid.ravel()[where], where=where, width=grid.shape[1],
+                     day0=np.asarray(day0, dtype=np.int64))
+
+
+def _prefix(values: np.ndarray) -> np.ndarray:
+    """Sums before each position: out[i] = values[:i].sum() (uint64, with a leading 0; wraps, and
+    the difference of two is exact for any range whose true sum fits)."""
+    out = np.zeros(len(values) + 1, dtype=np.uint64)
+    np.cumsum(values, out=out[1:])
+    return out
+
+
+# The kinds of absence counted below are absences by their codes (checked here, once): so they
+# are counted over the (few) absent sessions rather than over every session.
+for _bit in (HEALTH_BIT, UNAUTHORISED_BIT, HOLIDAY_BIT, LEAVE_BIT, ARRANGED_BIT):
+    assert not np.any((FLAGS & _bit).astype(bool) & (FLAGS & ATTENDED_BIT).astype(bool)), "an attending code"
+
+# Several counts share one prefix sum, each in a 16-bit field of a uint64 word: a window holds at
+# most 2 x 366 sessions, so a field's sum over any window never reaches the next field.
+_FIELD = 16
+_MASK = np.uint64(0xFFFF)
+_ALL_SESSIONS = ("absent", "late", "am")  # per possible session
+_ABSENCES = ("health", "unauthorised", "arranged", "explained")  # per absence, then "leave", "monday_friday", "am"
+_flag_values = np.arange(256, dtype=np.uint64)
+
+
+def _bit(mask: np.ndarray) -> np.ndarray:
+    return (mask != 0).astype(np.uint64)
+
+
+# For each FLAGS value, its fields in the per-session word and the first per-absence word.
+_SESSION_WORD = _bit(~_flag_values & ATTENDED_BIT) | (_bit(_flag_values & LATE_BIT) << np.uint64(_FIELD))
+_ABSENCE_WORD = (_bit(_flag_values & HEALTH_BIT) | (_bit(_flag_values & UNAUTHORISED_BIT) << np.uint64(_FIELD))
+                 | (_bit(_flag_values & ARRANGED_BIT) << np.uint64(2 * _FIELD))
+                 | (_bit(_flag_values & (HEALTH_BIT | HOLIDAY_BIT)) << np.uint64(3 * _FIELD)))
+_LEAVE_WORD = _bit(_flag_values & LEAVE_BIT)
+
+
+def summarise_windows(sessions: Timelines, start: np.ndarray, end: np.ndarray, year_start: np.ndarray,
+                      folded_possible: np.ndarray, folded_attended: np.ndarray, folded_health: np.ndarray,
+                      latest_ordinal: np.ndarray) -> WindowBatch:
+    """The counts every feature and explanation needs, for windows given as flat ranges
+    [start, end) of possible sessions (`Timelines.index`), `year_start` the first possible
+    session of the current academic year, plus what the state folded out of the window this year.
+
+    A stream snapshot's timeline is its window, so its year starts inside it and what slid out
+    comes in as `folded_*`. A whole-year timeline (models.columnar) may start the year before the
+    window: the sessions in between are exactly what the state folded, counted here (and
+    `folded_*` is then 0).
+
+    Every count over a range of possible sessions ("the last 20", "this year in the window") is
+    a difference of prefix sums: over all sessions for absences, lates and mornings, and over the
+    absences alone for the kinds of absence. Runs of absence are read off the absences'
+    positions, and the window's last 40 sessions as a dense (windows x 40) matrix, newest first."""
+    a, b = np.asarray(start, np.int64), np.asarray(end, np.int64)
+    y = np.minimum(np.asarray(year_start, np.int64), b)
+    n_rows = len(a)
+    flags = sessions.flags
+    absent = (flags & ATTENDED_BIT) == 0  # every session here is possible
+    am = (sessions.where & 1) == 0  # timelines are whole days, so even positions are mornings
+    per_session = _prefix(_SESSION_WORD[flags] | (am.astype(np.uint64) << np.uint64(2 * _FIELD)))
+    # The absences, in order: their positions and what kind each is.
+    at = np.flatnonzero(absent)
+    kind = flags[at]
+    per_absence = _prefix(_ABSENCE_WORD[kind])
+    per_absence_more = _prefix(_LEAVE_WORD[kind] | (sessions.monday_friday(at).astype(np.uint64) << np.uint64(_FIELD))
+                               | (am[at].astype(np.uint64) << np.uint64(2 * _FIELD)))
+
+    def field(prefix: np.ndarray, index: int, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+        return (((prefix[hi] - prefix[lo]) >> np.uint64(index * _FIELD)) & _MASK).astype(np.int64)
+
+    def absences(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+        return field(per_session, 0, lo, hi)
+
+    def attended(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+        return (hi - lo) - absences(lo, hi)
+
+    # Absences before each position: where a range of sessions starts and ends among the absences.
+    absent_total = np.zeros(len(flags) + 1, dtype=np.int32)
+    np.cumsum(absent, out=absent_total[1:])
+
+    def absences_of(name: str, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+        if name in _ABSENCES:
+            prefix, index = per_absence, _ABSENCES.index(name)
+        else:
+            prefix, index = per_absence_more, ("leave", "monday_friday", "am").index(name)
+        return field(prefix, index, absent_total[lo], absent_total[hi])
+
+    n = b - a
+    possible_40 = np.minimum(n, RECENT_LONG)
+    s10, s20, s40 = b - np.minimum(n, RECENT_SHORT), b - np.minimum(n, RECENT), b - possible_40
+    y20 = np.maximum(s20, y)
+    possible_ytd = np.asarray(folded_possible, np.int64) + (b - y)
+    attended_ytd = np.asarray(folded_attended, np.int64) + attended(y, b)
+    absences_40 = absences(s40, b)
+    absent_am_40 = absences_of("am", s40, b)
+    am_possible_40 = field(per_session, 2, s40, b)
+
+    # Blocks of consecutive absences: where each absence's block starts, and the last position of
+    # ten attended sessions in a row before each absence (-1: none).
+    previous = np.concatenate(([-1], at[:-1]))
+    block_start = np.where(at - previous == 1, -1, at)
+    np.maximum.accumulate(block_start, out=block_start)
+    gap_full_week = np.where(at - previous - 1 >= FULL_WEEK_SESSIONS, at - 1, -1)
+    np.maximum.accumulate(gap_full_week, out=gap_full_week)
+    last_absence = absent_total[b].astype(np.int64) - 1  # index into `at`; -1 when none
+    has_absence = last_absence >= 0
+    last_position = np.where(has_absence, at[np.maximum(last_absence, 0)] if len(at) else -1, -1)
+    # The current run: the block of absences ending at the window's last session, within the last 40.
+    in_run = has_absence & (last_position == b - 1)
+    run_block = np.where(in_run, block_start[np.maximum(last_absence, 0)] if len(at) else 0, b)
+    current_run = b - np.maximum(run_block, s40)
+    run_start = b - current_run
+    # The last full week: in the attended stretch after the last absence, or the latest earlier one.
+    earlier_full_week = np.where(has_absence, gap_full_week[np.maximum(last_absence, 0)] if len(at) else -1, -1)
+    last_end = np.where(b - 1 - last_position >= FULL_WEEK_SESSIONS, b - 1, earlier_full_week)
+    since_full_week = np.where(last_end >= a + FULL_WEEK_SESSIONS - 1, b - 1 - last_end, n)
+
+    # Runs and spells of absence: the last 40 possible sessions as a dense matrix, newest first.
+    position = np.arange(RECENT_LONG, dtype=np.int8)
+    recent = np.flatnonzero(absences_40)  # windows without absence in their last 40 have no runs
+    dense_absent = np.zeros((len(recent), RECENT_LONG), dtype=bool)
+    if len(recent):
+        dense_absent = absent[np.maximum(b[recent, None] - 1 - position, 0)] & (position < possible_40[recent, None])
+    spells = np.zeros(n_rows, dtype=np.int64)
+    spells[recent] = dense_absent[:, 0] + (dense_absent[:, 1:] & ~dense_absent[:, :-1]).sum(axis=1)
+    # Newest first: each run's length where it ends (its oldest session), the longest, and how many
+    # possible sessions are newer than it (of equally long runs, the most recent).
+    reset = np.maximum.accumulate(np.where(dense_absent, np.int8(-1), position), axis=1)
+    streak = np.where(dense_absent, position - reset, np.int8(0))
+    longest = np.zeros(n_rows, dtype=np.int64)
+    longest[recent] = streak.max(axis=1, initial=0)
+    newer_than_longest = np.zeros(n_rows, dtype=np.int64)
+    newer_than_longest[recent] = np.argmax(streak == longest[recent, None], axis=1) - longest[recent] + 1
+    possible_since_block = np.where(longest > 0, newer_than_longest, 0)
+
+    columns = {
+        "possible_10": b - s10, "attended_10": attended(s10, b),
+        "possible_20": b - s20, "attended_20": attended(s20, b),
+        "possible_40": possible_40, "attended_40": possible_40 - absences_40,
+        "possible_ytd": possible_ytd, "attended_ytd": attended_ytd,
+        "earlier_possible": possible_ytd - (b - y20),
+        "earlier_attended": attended_ytd - attended(y20, b),
+        "current_absence_run": current_run,
+        "current_run_explained": absences_of("explained", run_start, b),
+        "current_run_health": absences_of("health", run_start, b),
+        "current_run_leave": absences_of("leave", run_start, b),
+        "health_absence_ytd": np.asarray(folded_health, np.int64) + absences_of("health", y, b),
+        "arranged_20": absences_of("arranged", s20, b), "arranged_40": absences_of("arranged", s40, b),
+        "possible_since_block": possible_since_block,
+        "attended_since_block": attended(b - possible_since_block, b),
+        "longest_absence_run_40": longest, "absence_spells_40": spells,
+        "unauthorised_40": absences_of("unauthorised", s40, b), "health_40": absences_of("health", s40, b),
+        "late_20": field(per_session, 1, s20, b), "late_previous_20": field(per_session, 1, s40, s20),
+        "monday_friday_absences_40": absences_of("monday_friday", s40, b),
+        "am_possible_40": am_possible_40, "am_absences_40": absent_am_40,
+        "pm_possible_40": possible_40 - am_possible_40, "pm_absences_40": absences_40 - absent_am_40,
+        "sessions_since_full_week": since_full_week,
+    }
+    return WindowBatch(np.asarray(latest_ordinal, dtype=np.int64), {name: columns[name] for name in STAT_NAMES})
+
+
 def summarise_batch(snapshots: Sequence[Snapshot]) -> WindowBatch:
-    """The counts every feature and explanation needs, for each snapshot."""
+    """The counts every feature and explanation needs, for each snapshot (one timeline and one
+    window each: the whole of the pupil's state window)."""
     flags, origin, year_slot = _stack(snapshots)
     n, width = flags.shape
-    possible = (flags & POSSIBLE_BIT).astype(bool)
-    attended = (flags & ATTENDED_BIT).astype(bool)
-    absent = possible & ~attended
-    # Position of each possible session counted from the newest (1 = most recent).
-    possible_so_far = np.cumsum(possible, axis=1, dtype=np.int16)
-    total_possible = possible_so_far[:, -1:]
-    from_end = total_possible - possible_so_far + possible
-    total_possible = total_possible[:, 0]
-
-    in_year = np.arange(width)[None, :] >= year_slot[:, None]
-    health_all = (flags & HEALTH_BIT).astype(bool)
-    year_counts = np.stack([possible & in_year, attended & in_year, absent & health_all & in_year]).sum(
-        axis=2, dtype=np.int64)
-    possible_ytd = np.fromiter((s.folded_possible for s in snapshots), np.int64, n) + year_counts[0]
-    attended_ytd = np.fromiter((s.folded_attended for s in snapshots), np.int64, n) + year_counts[1]
-    health_ytd = np.fromiter((s.folded_health for s in snapshots), np.int64, n) + year_counts[2]
-
-    # Consecutive attended possible sessions, in date order; the last slot where ten are reached.
-    attended_so_far = np.cumsum(attended, axis=1, dtype=np.int16)
-    reset = np.maximum.accumulate(np.where(absent, attended_so_far, 0), axis=1)
-    full_week_end = attended & (attended_so_far - reset >= FULL_WEEK_SESSIONS)
-    has_full_week = full_week_end.any(axis=1)
-    last_end = width - 1 - np.argmax(full_week_end[:, ::-1], axis=1)
-    since_full_week = np.where(has_full_week, from_end[np.arange(n), last_end] - 1, total_possible)
-
-    # Everything else looks at the last 40 possible sessions only: work on the slots they span.
-    in_recent = possible & (from_end <= RECENT_LONG)
-    first = int(np.argmax(in_recent.any(axis=0))) if in_recent.any() else width
-    tail = slice(first, width)
-    flags, possible, attended, absent, from_end = (a[:, tail] for a in (flags, possible, attended, absent, from_end))
-    slot = np.arange(first, width)
-    recent_10 = possible & (from_end <= RECENT_SHORT)
-    recent_20 = possible & (from_end <= RECENT)
-    recent_40 = in_recent[:, tail]
-    older_20 = recent_40 & ~recent_20
-    recent_20_in_year = recent_20 & in_year[:, tail]
-    absent_40 = absent & recent_40
-    is_pm = (slot & 1).astype(bool)[None, :]
-    weekday = (origin[:, None] + (slot[None, :] >> 1) - 1) % 7
-    late = (flags & LATE_BIT).astype(bool)
-    possible_40 = recent_40.sum(axis=1, dtype=np.int64)
-
-    # Recent possible sessions as a dense (B, 40) matrix, newest first, for runs and spells.
-    rows, cols = np.nonzero(recent_40)
-    dense_absent = np.zeros((n, RECENT_LONG), dtype=bool)
-    dense_absent[rows, from_end[rows, cols] - 1] = absent[rows, cols]
-    newest_attended = np.where(attended & recent_40, from_end, RECENT_LONG + 1).min(axis=1, initial=RECENT_LONG + 1)
-    current_run = np.minimum(newest_attended - 1, possible_40)
-    in_current_run = recent_40 & (from_end <= current_run[:, None])
-    spell_start = dense_absent.copy()
-    spell_start[:, 1:] &= ~dense_absent[:, :-1]
-    # Newest first: the longest run, and how many possible sessions are newer than it (a strict
-    # ">" keeps the most recent of equally long runs).
-    longest = np.zeros(n, dtype=np.int64)
-    newer_than_longest = np.zeros(n, dtype=np.int64)
-    streak = np.zeros(n, dtype=np.int64)
-    for position, column in enumerate(dense_absent.T):
-        streak = (streak + 1) * column
-        longer = streak > longest
-        longest = np.where(longer, streak, longest)
-        newer_than_longest = np.where(longer, position - streak + 1, newer_than_longest)
-    absent_newer = np.concatenate([np.zeros((n, 1), np.int64), np.cumsum(dense_absent, axis=1, dtype=np.int64)], axis=1)
-    possible_since_block = np.where(longest > 0, newer_than_longest, 0)
-    attended_since_block = possible_since_block - absent_newer[np.arange(n), possible_since_block]
-
-    # All the tail counts in one reduction: fewer numpy calls matter more than array size here.
-    monday_friday = (weekday == MONDAY) | (weekday == FRIDAY)
-    unauthorised = (flags & UNAUTHORISED_BIT).astype(bool)
-    health = (flags & HEALTH_BIT).astype(bool)
-    arranged = (flags & ARRANGED_BIT).astype(bool)
-    masks = {
-        "possible_10": recent_10, "attended_10": attended & recent_10,
-        "possible_20": recent_20, "attended_20": attended & recent_20,
-        "attended_40": attended & recent_40,
-        "recent_20_in_year": recent_20_in_year, "attended_20_in_year": attended & recent_20_in_year,
-        "unauthorised_40": absent_40 & unauthorised, "health_40": absent_40 & health,
-        "current_run_explained": in_current_run & (health | (flags & HOLIDAY_BIT).astype(bool)),
-        "current_run_health": in_current_run & health,
-        "current_run_leave": in_current_run & (flags & LEAVE_BIT).astype(bool),
-        "arranged_20": recent_20 & arranged, "arranged_40": recent_40 & arranged,
-        "late_20": late & recent_20, "late_previous_20": late & older_20,
-        "monday_friday_absences_40": absent_40 & monday_friday,
-        "am_possible_40": recent_40 & ~is_pm, "am_absences_40": absent_40 & ~is_pm,
-        "pm_possible_40": recent_40 & is_pm, "pm_absences_40": absent_40 & is_pm,
-    }
-    counts = dict(zip(masks, np.stack(list(masks.values())).sum(axis=2, dtype=np.int64)))
-    columns = {
-        "possible_10": counts["possible_10"], "attended_10": counts["attended_10"],
-        "possible_20": counts["possible_20"], "attended_20": counts["attended_20"],
-        "possible_40": possible_40, "attended_40": counts["attended_40"],
-        "possible_ytd": possible_ytd, "attended_ytd": attended_ytd,
-        "earlier_possible": possible_ytd - counts["recent_20_in_year"],
-        "earlier_attended": attended_ytd - counts["attended_20_in_year"],
-        "current_absence_run": current_run.astype(np.int64),
-        "current_run_explained": counts["current_run_explained"],
-        "current_run_health": counts["current_run_health"],
-        "current_run_leave": counts["current_run_leave"],
-        "health_absence_ytd": health_ytd,
-        "arranged_20": counts["arranged_20"], "arranged_40": counts["arranged_40"],
-        "possible_since_block": possible_since_block, "attended_since_block": attended_since_block,
-        "longest_absence_run_40": longest,
-        "absence_spells_40": spell_start.sum(axis=1, dtype=np.int64),
-        **{name: counts[name] for name in (
-            "unauthorised_40", "health_40", "late_20", "late_previous_20", "monday_friday_absences_40",
-            "am_possible_40", "am_absences_40", "pm_possible_40", "pm_absences_40")},
-        "sessions_since_full_week": since_full_week.astype(np.int64),
-    }
-    return WindowBatch(np.fromiter((s.latest_ordinal for s in snapshots), np.int64, n), columns)
+    sessions = timelines(flags, origin)
+    rows = np.arange(n, dtype=np.int64)
+    bounds = np.searchsorted(sessions.where, np.concatenate((rows * width, [n * width])))
+    numbers = np.array([(s.folded_possible, s.folded_attended, s.folded_health, s.latest_ordinal) for s in snapshots],
+                       dtype=np.int64).reshape(n, 4)
+    return summarise_windows(sessions, bounds[:-1], bounds[1:], sessions.index(rows, year_slot), *numbers.T)
 
 
 def summarise(state: PupilState) -> WindowSummary:

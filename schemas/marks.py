@@ -180,13 +180,31 @@ def check_id(value: Any, what: str) -> str:
     return value
 
 
+# Ids and codes repeat endlessly in a register: the verdict on a value once accepted is kept
+# (accepted values only, at most 64 characters each, and the caches are bounded).
+_CACHE_LIMIT = 65_536
+_ACCEPTED_PUPIL_IDS: dict[tuple[str, str], str] = {}
+_ACCEPTED_SCHOOL_IDS: dict[str, str] = {}
+_ACCEPTED_CODES: dict[str, str] = {}
+
+
+def _remember(cache: dict, key: Any, value: Any) -> None:
+    if len(cache) >= _CACHE_LIMIT:
+        cache.clear()
+    cache[key] = value
+
+
 def check_pupil_id(value: Any, pattern: str) -> str:
     """The generic id shape, then the configured pupil-id pattern in full (it narrows, never widens)."""
+    if type(value) is str and (accepted := _ACCEPTED_PUPIL_IDS.get((value, pattern))) is not None:
+        return accepted
     if isinstance(value, str):
         candidate = value.strip(" \t")
         # The default pattern implies the generic shape, so one regex settles a valid id.
         if candidate and compiled_pattern(pattern).fullmatch(candidate) is not None and (
                 pattern == DEFAULT_PUPIL_ID_PATTERN or ID_PATTERN.fullmatch(candidate) is not None):
+            if type(value) is str and len(value) <= 64:
+                _remember(_ACCEPTED_PUPIL_IDS, (value, pattern), candidate)
             return candidate
     check_id(value, "pupil_id")  # the precise problem with the generic shape, if there is one
     raise PydanticCustomError(
@@ -253,6 +271,8 @@ def check_session(value: Any) -> Session:
 
 
 def check_code(value: Any) -> str:
+    if type(value) is str and (accepted := _ACCEPTED_CODES.get(value)) is not None:
+        return accepted
     if value is None:
         value = ""
     if not isinstance(value, str):
@@ -266,6 +286,8 @@ def check_code(value: Any) -> str:
         raise PydanticCustomError(RejectReason.REGISTER_NOT_TAKEN.value, str(exc)) from None
     except UnknownCodeError as exc:
         raise PydanticCustomError(RejectReason.UNKNOWN_CODE.value, str(exc)) from None
+    if type(value) is str:
+        _remember(_ACCEPTED_CODES, value, code.code)
     return code.code
 
 
@@ -493,7 +515,11 @@ def parse_mark(data: dict[str, Any], *, limits: MarkLimits = DEFAULT_LIMITS, tod
         field = "school_id"
         if (value := get(field, _MISSING)) is _MISSING:
             raise _missing(field)
-        school_id = check_id(value, field)
+        school_id = _ACCEPTED_SCHOOL_IDS.get(value) if type(value) is str else None
+        if school_id is None:
+            school_id = check_id(value, field)
+            if type(value) is str and len(value) <= 64:
+                _remember(_ACCEPTED_SCHOOL_IDS, value, school_id)
         field = "pupil_id"
         if (value := get(field, _MISSING)) is _MISSING:
             raise _missing(field)
@@ -582,6 +608,44 @@ _DECODER = json.JSONDecoder(object_pairs_hook=_json_object, parse_int=_json_int,
                             parse_constant=_json_constant)
 
 
+# The compact form marks are published in (`RegisterMark.to_wire`: fields in the model's order,
+# no whitespace) with plain ASCII strings: no control characters and no escape but an escaped
+# backslash (the PM code), hence no nesting and no repeated key. A payload of exactly this form
+# decodes to the same dict the general parser below returns, without the parser; anything else
+# takes the general path.
+_PLAIN = rb'"([\x20\x21\x23-\x7e]*)"'  # a backslash is let through here and checked below
+_CANONICAL_MARK = re.compile(
+    rb'\{(?:"schema_version":(1),)?"school_id":' + _PLAIN + rb',"pupil_id":' + _PLAIN + rb',"date":' + _PLAIN
+    + rb',"session":' + _PLAIN + rb',"code":' + _PLAIN + rb',"recorded_at":' + _PLAIN
+    + rb'(?:,"original_code":' + _PLAIN + rb')?\}')
+_CANONICAL_FIELDS = ("school_id", "pupil_id", "date", "session", "code", "recorded_at")
+
+
+def _canonical_mark(payload: bytes) -> dict[str, Any] | None:
+    match = _CANONICAL_MARK.fullmatch(payload)
+    if match is None:
+        return None
+    groups = match.groups()
+    data: dict[str, Any] = {"schema_version": 1} if groups[0] is not None else {}
+    for name, raw in zip(_CANONICAL_FIELDS + ("original_code",), groups[1:]):
+        if raw is not None:
+            if (text := _plain_text(raw)) is None:
+                return None
+            data[name] = text
+    return data
+
+
+def _plain_text(raw: bytes) -> str | None:
+    """The JSON string `raw` (without its quotes) when its only escapes are escaped backslashes;
+    None for any other escape, including one that escapes the closing quote."""
+    text = raw.decode("ascii")
+    if "\\" not in text:
+        return text
+    if "\\" in text.replace("\\\\", ""):
+        return None
+    return text.replace("\\\\", "\\")
+
+
 def decode_json(payload: bytes | bytearray | memoryview | str | None, limits: MarkLimits = DEFAULT_LIMITS) -> Any:
     """A message's JSON value, within the limits; raises MarkRejected, only.
 
@@ -604,6 +668,8 @@ def decode_json(payload: bytes | bytearray | memoryview | str | None, limits: Ma
     if limits.max_message_bytes is not None and size > limits.max_message_bytes:
         raise MarkRejected(RejectReason.PAYLOAD_TOO_LARGE,
                            f"message is {size} bytes; the limit is {limits.max_message_bytes}")
+    if type(payload) is bytes and (canonical := _canonical_mark(payload)) is not None:
+        return canonical
     if isinstance(payload, str):
         text = payload
     else:
