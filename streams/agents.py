@@ -37,10 +37,10 @@ class FaustPublisher:
         await self.changelog.write(records)
 
 
-def records_of(events) -> list[Record]:
-    return [Record(key=event.message.key, value=event.message.value, topic=event.message.topic,
-                   partition=event.message.partition, offset=event.message.offset,
-                   timestamp=event.message.timestamp) for event in events]
+def records_of(messages) -> list[Record]:
+    """The consumed messages of a batch (streams.batching) as the handlers' records."""
+    return [Record(message.key, message.value, message.topic, message.partition, message.offset, message.timestamp)
+            for message in messages]
 
 
 def table_states(table) -> BatchStates:
@@ -94,12 +94,12 @@ def register(app: faust.App, parts: WorkerParts) -> dict[str, faust.types.AgentT
     @app.agent(parts.marks, supervisor_strategy=CrashingSupervisor)
     async def process_marks(stream) -> None:
         try:
-            async for events in stream.take_batches(settings.batch_max_marks, within=settings.batch_within_s):
+            async for messages in stream.take_batches(settings.batch_max_marks, within=settings.batch_within_s):
                 while runtime.engine is None:
                     # No model, no decisions: hold the batch (unacknowledged) until one loads.
                     await asyncio.sleep(MODEL_WAIT_S)
                 started = time.perf_counter()
-                report = await handle_marks(records_of(events), table_states(parts.table), publisher,
+                report = await handle_marks(records_of(messages), table_states(parts.table), publisher,
                                             engine=runtime.engine, topics=mark_topics, limits=limits)
                 observe_marks(parts, report, started)
         finally:
@@ -107,8 +107,8 @@ def register(app: faust.App, parts: WorkerParts) -> dict[str, faust.types.AgentT
 
     @app.agent(parts.outcomes, supervisor_strategy=CrashingSupervisor)
     async def apply_outcomes(stream) -> None:
-        async for events in stream.take_batches(settings.batch_max_marks, within=settings.batch_within_s):
-            report = await handle_outcomes(records_of(events), table_states(parts.table), publisher,
+        async for messages in stream.take_batches(settings.batch_max_marks, within=settings.batch_within_s):
+            report = await handle_outcomes(records_of(messages), table_states(parts.table), publisher,
                                            outcomes_topic=settings.topic_outcomes,
                                            dead_letter_topic=settings.topic_dead_letter)
             for (action, result), count in report.results.items():

@@ -21,6 +21,8 @@ class ReconnectApp(faust.App):
 
     reconnect_settings: Settings
     reconnect_parts: WorkerParts
+    # Channels whose messages the drain loop queues directly (streams.faust_tuning, streams.batching).
+    reconnect_bulk_channels: set
 
     def _new_transport(self):
         return TunedTransport(self.conf.broker_consumer, self)
@@ -89,6 +91,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> ReconnectA
         datadir=str(settings.data_dir),
     )
     app.reconnect_settings = settings
+    app.reconnect_bulk_channels = set()
     partitions = settings.topic_partitions
     parts = WorkerParts(
         settings=settings,

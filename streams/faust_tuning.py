@@ -1,6 +1,7 @@
-"""Two small overrides of faust-streaming 0.15.3 (pinned in requirements.lock), each a copy of
-one upstream method with one change; tests/test_faust_tuning.py checks the upstream source is
-still the one copied, so an upgrade makes us look again.
+"""Small overrides of faust-streaming 0.15.3 (pinned in requirements.lock), each a copy of one
+upstream method with a marked change; tests/test_faust_tuning.py checks the upstream source is
+still the one copied, so an upgrade makes us look again. (streams.batching holds the third, the
+stream side of the bulk intake described in 3.)
 
 1. `AIOKafkaConsumerThread._create_worker_consumer` (faust/transport/drivers/aiokafka.py) builds
    the aiokafka consumer with `fetch_max_wait_ms=1500` hard-coded. Apache Kafka answers a fetch
@@ -14,6 +15,15 @@ still the one copied, so an upgrade makes us look again.
    producer buffer can be abandoned when a rebalance suspends the flow. When none of those can
    block (the common case) the delivery completes without suspending, so it is awaited directly;
    otherwise the upstream path is taken unchanged.
+
+3. In the same loop, a message whose partition is read by exactly one channel, and that channel
+   is taken in bulk by a `ReconnectStream` (streams.batching, registered in the app's
+   `reconnect_bulk_channels`), is put straight onto that channel's queue. It skips the
+   conductor's per-message work (`Conductor._compile_message_handler.on_message`,
+   faust/transport/conductor.py: a flow-control wait, a producer-buffer wait, an Event) and the
+   stream's per-message iteration; the batch is taken off the queue at once. While the flow is
+   suspended for a rebalance the message is not queued (Faust reads it again from the committed
+   offset); a full queue is waited on as upstream waits on a full stream buffer.
 """
 
 from __future__ import annotations
@@ -67,6 +77,10 @@ class TunedConsumer(faust_aiokafka.Consumer):
         commit_every = self._commit_every
         acks_enabled_for = self.app.topics.acks_enabled_for
         cannot_block = self.delivery_cannot_block
+        tp_index = self.app.topics._tp_index  # noqa: SLF001 - the conductor's partition -> channels map
+        bulk_channels = getattr(self.app, "reconnect_bulk_channels", set())
+        flow_active = self.app.flow_control.is_active
+        suspended = self.suspend_flow.is_set
         yield_every = 100
         num_since_yield = 0
         sleep = asyncio.sleep
@@ -90,8 +104,22 @@ class TunedConsumer(faust_aiokafka.Consumer):
                             if commit_every is not None and self._n_acked >= commit_every:
                                 self._n_acked = 0
                                 await self.commit()
-                            # -- changed: await directly when the delivery cannot block --
-                            if cannot_block(message):
+                            # -- changed: bulk channels get the message itself; otherwise await the
+                            # delivery directly when it cannot block --
+                            channels = tp_index.get(tp)
+                            bulk = None
+                            if channels is not None and len(channels) == 1:
+                                (only,) = channels
+                                if only in bulk_channels:
+                                    bulk = only.queue
+                            if bulk is not None:
+                                if suspended() or not flow_active():
+                                    pass  # a rebalance is under way: read again from the committed offset
+                                elif not bulk.full():
+                                    bulk.put_nowait(message)
+                                else:
+                                    await self.wait_first(bulk.put(message), self.suspend_flow.wait())
+                            elif cannot_block(message):
                                 await callback(message)
                             else:
                                 await self.wait_first(callback(message), self.suspend_flow.wait())

@@ -19,6 +19,18 @@ def pin_scoring_threads(threads: int):
     return threadpool_limits(limits=threads)
 
 
+def openmp_threads() -> int | None:
+    """The thread count the OpenMP runtime scoring uses would start with now (None: not loaded)."""
+    from threadpoolctl import threadpool_info
+
+    counts = [pool["num_threads"] for pool in threadpool_info() if pool.get("user_api") == "openmp"]
+    return max(counts) if counts else None
+
+
+def loop_kind(loop: asyncio.AbstractEventLoop) -> str:
+    return f"{type(loop).__module__}.{type(loop).__qualname__}"
+
+
 def use_event_loop(kind: str) -> None:
     if kind == "uvloop":
         import uvloop
@@ -37,7 +49,17 @@ def run_worker(settings: Settings) -> None:
     limiter = pin_scoring_threads(settings.scoring_threads)
     use_event_loop(settings.event_loop)
     app = create_app(settings)
+    _report_runtime(app, asyncio.get_event_loop())
     try:
         Worker(app, loglevel=settings.log_level, loop=asyncio.get_event_loop()).execute_from_commandline()
     finally:
         limiter.restore_original_limits()
+
+
+def _report_runtime(app, loop: asyncio.AbstractEventLoop) -> None:
+    """What the worker effectively runs with, on /metrics (benchmarks write it beside their figures)."""
+    from prometheus_client import Info
+
+    info = Info("reconnect_worker_runtime", "The event loop and scoring threads the worker runs with.",
+                registry=app.reconnect_parts.runtime.metrics.registry)
+    info.info({"event_loop": loop_kind(loop), "openmp_threads": str(openmp_threads())})
