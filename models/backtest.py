@@ -48,7 +48,8 @@ from models.evaluation.scoring import (
 from models.evaluation.truth import Episode, Roster, Truth
 from models.history import RegisterHistory, RegisterYear
 from models.labels import LABEL_DIP, label_episodes, year_labels
-from models.replay import replay_file
+from models.columnar import ColumnarSource, register_year
+from models.replay import replay_columnar, replay_file
 from models.state import PupilState
 from schemas.marks import MarkLimits, RegisterMark
 
@@ -195,14 +196,27 @@ def per_school(register: RegisterYear, truth: Truth, systems: dict[str, dict[str
 
 
 def backtest(model: RiskModel, marks_csv: Path, *, roster_csv: Path | None = None, window_days: int = 126,
-             limits: MarkLimits = OFFLINE_LIMITS, on_rows: Callable[[int], None] | None = None) -> BacktestReport:
-    """Replay a past year through the real engine and judge it by what followed (module docstring)."""
+             limits: MarkLimits = OFFLINE_LIMITS, on_rows: Callable[[int], None] | None = None,
+             read_columns: Callable[[Path], ColumnarSource] | None = None) -> BacktestReport:
+    """Replay a past year through the real engine and judge it by what followed (module docstring).
+
+    With `read_columns` (a columnar reader, streams.mark_columns) the year is replayed in columns
+    (models.columnar: the engine's own rules, the same events and register, many times faster);
+    without, mark by mark through the engine."""
     started = time.perf_counter()
-    history = RegisterHistory()
     engine = DecisionEngine(model, window_days=window_days)
-    replay, events = replay_file(Path(marks_csv), RecordingEngine(engine, history), limits=limits, on_rows=on_rows)
+    if read_columns is not None:
+        source = read_columns(Path(marks_csv))
+        replay, events = replay_columnar(source, engine, keep_states=False)
+        register = register_year(source.columns, replay.applied_rows)
+        if on_rows is not None:
+            on_rows(source.read)
+    else:
+        history = RegisterHistory()
+        replay, events = replay_file(Path(marks_csv), RecordingEngine(engine, history), limits=limits,
+                                     on_rows=on_rows)
+        register = history.finish()
     replay_seconds = time.perf_counter() - started
-    register = history.finish()
     roster = Roster.load(roster_csv) if roster_csv is not None else None
     truth, labels = label_truth(register, roster=roster)
     dates = register.dates

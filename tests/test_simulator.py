@@ -323,6 +323,7 @@ def test_closures_are_not_possible_sessions_for_whole_groups(small_year: dict) -
     assert max(closed.values()) >= 20, "a closure takes a whole year group or school, not one pupil"
 
 
+@pytest.mark.slow
 def test_shifted_profile_changes_the_dynamics_not_the_format(tmp_path: Path) -> None:
     from models.simulator.profiles import DEFAULT, SHIFTED
 

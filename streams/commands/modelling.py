@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import time
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 
 import click
@@ -44,11 +45,16 @@ def _load(model_path: Path):
 @click.option("--dead-letter", "dead_letter_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Where to write rejected rows (JSON lines); default: beside --out.")
 @click.option("--model", "model_path", type=click.Path(path_type=Path), default=None)
-def replay(marks_csv: Path, out: Path, dead_letter_path: Path | None, model_path: Path | None) -> None:
+@click.option("--row-by-row", is_flag=True,
+              help="Feed the engine micro-batches of marks read row by row (the stream's path; the same results, "
+                   "many times slower) instead of replaying in columns.")
+def replay(marks_csv: Path, out: Path, dead_letter_path: Path | None, model_path: Path | None,
+           row_by_row: bool) -> None:
     """Run state, features, model and policy in-process over a CSV, with no broker."""
     from models.engine import DecisionEngine
-    from models.replay import replay_file
+    from models.replay import replay_columnar, replay_file
     from schemas.interchange import InterchangeFormatError
+    from streams.mark_columns import read_mark_columns
 
     settings = load_settings(model_path=model_path)
     engine = DecisionEngine(_load(settings.model_path), window_days=settings.state_window_days)
@@ -56,8 +62,12 @@ def replay(marks_csv: Path, out: Path, dead_letter_path: Path | None, model_path
     started = time.perf_counter()
     with out.open("w") as events_file, dead_letter_path.open("w") as letters, one_scoring_thread():
         try:
-            report, _ = replay_file(marks_csv, engine, out=events_file, dead_letters=letters,
-                                    limits=settings.mark_limits())
+            if row_by_row:
+                report, _ = replay_file(marks_csv, engine, out=events_file, dead_letters=letters,
+                                        limits=settings.mark_limits())
+            else:
+                source = read_mark_columns(marks_csv, limits=settings.mark_limits())
+                report, _ = replay_columnar(source, engine, out=events_file, dead_letters=letters, keep_states=False)
         except InterchangeFormatError as exc:
             raise click.ClickException(str(exc)) from None
     elapsed = time.perf_counter() - started
@@ -158,8 +168,9 @@ def evaluate(model_path: Path | None, card_path: Path, schools: int | None, pupi
               show_default=True, help="Folder for backtest.md, backtest.html and the figures.")
 @click.option("--model", "model_path", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None)
 @click.option("--no-progress", is_flag=True, help="No progress bar (it is also off when not on a terminal).")
+@click.option("--row-by-row", is_flag=True, help="Replay mark by mark through the engine (the same report, slower).")
 def backtest(marks_csv: Path, roster_csv: Path | None, out_dir: Path, model_path: Path | None,
-             no_progress: bool) -> None:
+             no_progress: bool, row_by_row: bool) -> None:
     """Replay a past year of a trust's registers through the real engine and report what the alerts
     would have been: against the labels of what followed, beside the reactive rules, by week,
     by school and (with a roster) by group."""
@@ -177,6 +188,7 @@ def backtest(marks_csv: Path, roster_csv: Path | None, out_dir: Path, model_path
     from models.evaluation.run import OFFLINE_LIMITS
     from reports.backtest import write_report
     from schemas.interchange import InterchangeFormatError
+    from streams.mark_columns import read_mark_columns
 
     settings = load_settings(model_path=model_path)
     model = _load(settings.model_path)
@@ -190,7 +202,8 @@ def backtest(marks_csv: Path, roster_csv: Path | None, out_dir: Path, model_path
         task = progress.add_task("replaying register rows", total=total)
         try:
             report = run_backtest(model, marks_csv, roster_csv=roster_csv, window_days=settings.state_window_days,
-                                  limits=OFFLINE_LIMITS, on_rows=lambda n: progress.advance(task, n))
+                                  limits=OFFLINE_LIMITS, on_rows=lambda n: progress.advance(task, n),
+                                  read_columns=None if row_by_row else partial(read_mark_columns, limits=OFFLINE_LIMITS))
         except InterchangeFormatError as exc:
             raise click.ClickException(str(exc)) from None
         progress.update(task, description="labelling and scoring done")
