@@ -15,6 +15,8 @@ import time
 
 import faust
 
+from streams.launch import loop_kind
+
 
 def build_app(args: argparse.Namespace) -> faust.App:
     app = faust.App(
@@ -32,8 +34,8 @@ def build_app(args: argparse.Namespace) -> faust.App:
                 seen["first"] = time.perf_counter()
             seen["count"] += 1
             if seen["count"] >= args.count:
-                print(f"BENCH_RESULT count={seen['count']} seconds={time.perf_counter() - seen['first']:.4f}",
-                      flush=True)
+                print(f"BENCH_RESULT count={seen['count']} seconds={time.perf_counter() - seen['first']:.4f} "
+                      f"loop={loop_kind(asyncio.get_running_loop())}", flush=True)
                 os._exit(0)
 
     return app
