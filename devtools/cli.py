@@ -24,13 +24,17 @@ def cli() -> None:
 @click.option("--burst-seconds", default=120.0, show_default=True,
               help="Seconds over which the burst is published (a trust marks within about 10 minutes).")
 @click.option("--replay-pupils", default=2_000, show_default=True, help="Pupils in the full-year replay.")
+@click.option("--backtest-pupils", default=50_000, show_default=True,
+              help="Pupils in the backtest year (issue 13: a year of 50,000 during a meeting); 0 skips it.")
 @click.option("--no-profile", is_flag=True, help="Skip the py-spy profile of the worker.")
-def bench(out: Path, marks: int, burst_pupils: int, burst_seconds: float, replay_pupils: int, no_profile: bool) -> None:
+def bench(out: Path, marks: int, burst_pupils: int, burst_seconds: float, replay_pupils: int, backtest_pupils: int,
+          no_profile: bool) -> None:
     """Measure throughput against the transport and framework ceilings, latency, memory and cost."""
     from devtools.bench import run_bench
 
     click.echo(run_bench(out, marks=marks, burst_pupils=burst_pupils, burst_seconds=burst_seconds,
-                         replay_pupils=replay_pupils, profile=not no_profile, echo=click.echo))
+                         replay_pupils=replay_pupils, backtest_pupils=backtest_pupils, profile=not no_profile,
+                         echo=click.echo))
     click.echo(f"wrote {out}")
 
 
