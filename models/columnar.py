@@ -509,11 +509,15 @@ def _walk(engine: DecisionEngine, inputs, pupil_of_row: np.ndarray, policies: li
     owners = pupil_of_row[order]
     bounds = np.flatnonzero(np.append(True, owners[1:] != owners[:-1]))
     ends = np.append(bounds[1:], len(order))
-    visited = visit[order]
+    # Each pupil's stops (positions in their own rows), found for all pupils at once.
+    visited_at = np.flatnonzero(visit[order])
+    cuts = np.searchsorted(visited_at, ends).tolist()
     decided: list[tuple[int, int, object]] = []
     paused: list[tuple[int, np.ndarray, int, list[int]]] = []
-    for begin, end in zip(bounds.tolist(), ends.tolist()):
-        stops = np.flatnonzero(visited[begin:end]).tolist()
+    first = 0
+    for begin, end, cut in zip(bounds.tolist(), ends.tolist(), cuts):
+        stops = (visited_at[first:cut] - begin).tolist()
+        first = cut
         if not stops:
             continue
         pupil_rows = order[begin:end]
@@ -524,6 +528,7 @@ def _walk(engine: DecisionEngine, inputs, pupil_of_row: np.ndarray, policies: li
     if paused:
         later = np.concatenate([pupil_rows[resume:] for _, pupil_rows, resume, _ in paused])
         scored += _score_rows(engine, batch, later[np.isnan(scores[later])], scores)
+        rows.prefetch(later)  # a flagged pupil's every later row reaches `decide`
         for owner, pupil_rows, resume, stops in paused:
             _walk_pupil(policies[owner], config, pupil_rows, resume, stops, health, raisable, scores, rows, decided)
     decided.sort(key=lambda item: (item[0], item[1]))

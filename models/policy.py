@@ -216,10 +216,12 @@ def policy_inputs(counts: Mapping[str, np.ndarray], day: np.ndarray, config: Pol
     unarranged_possible = c["possible_20"] - c["arranged_20"]
     illness_window = ((c["health_40"] > 0) & (absences_40 - c["health_40"] <= config.one_block_other_absences)
                       & (c["longest_absence_run_40"] >= config.illness_spell_sessions))
-    years = {int(d): academic_year(int(d)) for d in np.unique(day)}
+    # A batch spans few distinct days: each day's academic year is worked out once.
+    distinct, position = np.unique(day, return_inverse=True)
+    year = np.array([academic_year(d) for d in distinct.tolist()], dtype=np.int64)[position.reshape(-1)]
     return PolicyInputs({
         "day": day,
-        "year": np.fromiter((years[int(d)] for d in day), np.int64, len(day)),
+        "year": year,
         "possible_ytd": c["possible_ytd"],
         "recent_rate": _raw_rate(c["attended_20"], c["possible_20"]),
         "short_rate": _raw_rate(c["attended_10"], c["possible_10"]),
