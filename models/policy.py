@@ -133,6 +133,15 @@ class PolicyConfig(BaseModel):
         return 1 if score >= self.enter_score else 0
 
 
+def thresholds(base: PolicyConfig, enter: float) -> PolicyConfig:
+    """`base` with this entry threshold: tiers spaced above it, exit well below it (hysteresis).
+    Training's threshold choice and evaluation's diagnostic sweep both build policies with it."""
+    tier2 = enter + (1 - enter) * 0.4
+    tier3 = enter + (1 - enter) * 0.75
+    return base.model_copy(update={"enter_score": enter, "exit_score": enter * 0.5,
+                                   "tier2_score": tier2, "tier3_score": tier3})
+
+
 class Hold(StrEnum):
     """Why the register holds a concern back (see the module docstring)."""
 

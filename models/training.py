@@ -42,7 +42,7 @@ from models.evaluation.targets import TARGETS
 from models.evaluation.truth import Episode, Truth
 from models.features import FEATURE_NAMES
 from models.labels import EPISODE_GAP_DAYS, LABEL_DIP, label_episodes
-from models.policy import PolicyConfig
+from models.policy import PolicyConfig, thresholds
 
 DEFAULT_ALERT_BUDGET = 1.0  # concerns per 100 pupils per school week
 SCHOOL_DAYS_PER_WEEK = 5
@@ -166,14 +166,6 @@ def choose_policy(scores: np.ndarray, ts: TrainingSet, budget: float, base: Poli
     best = (max(feasible, key=lambda s: (s["targets_met"], s["objective"], -s["enter_score"])) if feasible
             else sweep[-1])
     return thresholds(base, best["enter_score"]), sweep
-
-
-def thresholds(base: PolicyConfig, enter: float) -> PolicyConfig:
-    """Tiers spaced above the entry threshold, exit well below it (hysteresis)."""
-    tier2 = enter + (1 - enter) * 0.4
-    tier3 = enter + (1 - enter) * 0.75
-    return base.model_copy(update={"enter_score": enter, "exit_score": enter * 0.5,
-                                   "tier2_score": tier2, "tier3_score": tier3})
 
 
 def simulate_alert_rate(scores: np.ndarray, ts: TrainingSet, config: PolicyConfig) -> float:

@@ -14,6 +14,18 @@ from typing import Any
 
 from models import labels
 from models.artifact import RiskModel
+from models.evaluation.diagnostics import (
+    BOTH,
+    DIP_PUPIL,
+    HEALTH,
+    NO_EPISODE,
+    ONE_OFF,
+    OTHER,
+    OutsideDipConcerns,
+    best_where_met,
+    meets_both,
+    thresholds_meeting_both,
+)
 from models.evaluation.fairness import MAX_RATIO, FairnessAudit
 from models.evaluation.run import MODEL, CohortEvaluation, EvaluationReport
 from models.evaluation.scoring import EARLY_GRACE_DAYS, LATE_GRACE_DAYS, NO_EPISODE
@@ -21,6 +33,7 @@ from models.evaluation.targets import BY_KEY, TARGETS
 from models.evaluation.truth import DIP_KINDS, HEALTH_KINDS, ONE_OFF_KINDS, OTHER_KINDS
 from models.features import FEATURE_NAMES
 from models.policy import PolicyConfig
+from models.simulator.model import UNAUTHORISED_LENGTHS
 from reports import plots
 from reports.tables import (
     evaluation_markdown,
@@ -266,6 +279,177 @@ def missed_section(report: EvaluationReport) -> str:
     header = ["Episode kind", "Group"] + [f"{c.name}: {h}" for c in report.cohorts
                                           for h in ("pupils", "given a concern", "caught <= 20 d")]
     lines.append(markdown(header, rows))
+    policy = PolicyConfig(**report.policy)
+    lines += ["", sweep_section(report, policy), "", outside_dip_section(report, policy)]
+    return "\n".join(lines)
+
+
+SWEEP_HEADER = ["Entry score", "Concerns /100/wk", "Alert precision", "Caught within 20 d", "Median lead (days)",
+                "One-off flagged", "No-dip flagged", "Both targets met"]
+
+
+def _sweep_verdict(cohort: CohortEvaluation) -> str:
+    """Whether any threshold of the cohort's sweep meets both targets, and the trade-off, in words."""
+    precision, recall = (BY_KEY[key] for key in BOTH)
+    sweep = cohort.threshold_sweep
+    meeting = thresholds_meeting_both(sweep)
+    if meeting:
+        head = (f"Entry scores {', '.join(f'{t:.2f}' for t in meeting)} meet both alert precision {precision.goal} and "
+                f"dips caught within 20 school days {recall.goal} on this cohort. This is hindsight on a cohort the "
+                "threshold was not chosen on, not a reason to change it.")
+    else:
+        head = (f"No entry score in the sweep meets both alert precision {precision.goal} and dips caught within 20 "
+                f"school days {recall.goal} on this cohort.")
+    parts = []
+    caught = best_where_met(sweep, recall.key, precision.key)
+    if caught is None:
+        most = max(sweep, key=lambda row: row.get(recall.key) or 0.0)
+        parts.append(f"no entry score catches {recall.target:.0%} of dips within 20 school days (the most is "
+                     f"{fmt(most.get(recall.key), 2)}, at {most['enter_score']:.2f})")
+    else:
+        parts.append(f"where at least {recall.target:.0%} of dips are caught within 20 school days, the best alert "
+                     f"precision is {fmt(caught.get(precision.key), 2)} (entry score {caught['enter_score']:.2f})")
+    precise = best_where_met(sweep, precision.key, recall.key)
+    if precise is None:
+        best = max(sweep, key=lambda row: row.get(precision.key) or 0.0)
+        parts.append(f"no entry score reaches alert precision {precision.target:.2f} (the best is "
+                     f"{fmt(best.get(precision.key), 2)}, at {best['enter_score']:.2f})")
+    else:
+        parts.append(f"where alert precision is at least {precision.target:.2f}, at most "
+                     f"{fmt(precise.get(recall.key), 2)} of dips are caught within 20 school days (entry score "
+                     f"{precise['enter_score']:.2f})")
+    text = "; ".join(parts)
+    return f"{head} {text[0].upper()}{text[1:]}."
+
+
+def sweep_section(report: EvaluationReport, policy: PolicyConfig) -> str:
+    """The entry-threshold sweep on each evaluation cohort (models.evaluation.diagnostics): for understanding."""
+    lines = [
+        "#### Would another entry threshold have met both targets?",
+        "",
+        "This is for understanding only: nothing was chosen from it. The shipped entry score "
+        f"({policy.enter_score:.2f}) was chosen on the training cohort only (its held-out schools and weeks), never on "
+        "these cohorts. Each row runs the real alert policy over every pupil's end-of-day score on the cohort at "
+        "that entry score, with the tiers and exit score spaced from it as training spaces them, and scores its "
+        "concerns against the simulator's ground truth. It is the policy at day ends: the engine decides at every "
+        "mark, so even at the shipped entry score these figures differ slightly from the evaluation table above.",
+    ]
+    for cohort in report.cohorts:
+        if not cohort.threshold_sweep:
+            continue
+        rows = [[f"{row['enter_score']:.2f}" + (" (shipped)" if row.get("shipped") else ""),
+                 fmt(row.get("alerts_per_100_per_week"), 2), fmt(row.get("alert_precision")),
+                 fmt(row.get("recall_within_20")), fmt(row.get("median_lead_days"), 1),
+                 fmt(row.get("one_off_flagged_share")), fmt(row.get("no_dip_flagged_share")),
+                 "yes" if meets_both(row) else "no"] for row in cohort.threshold_sweep]
+        lines += ["", f"**{cohort.name} cohort**", "", markdown(SWEEP_HEADER, rows), "",
+                  f"{cohort.name}: {_sweep_verdict(cohort)}"]
+    return "\n".join(lines)
+
+
+GROUP_NAMES = {
+    NO_EPISODE: "No episode at all (ordinary absence only)",
+    ONE_OFF: "One-off block only (illness, holiday, bereavement)",
+    HEALTH: "Long illness",
+    OTHER: "Other, no dip (low but steady, part-time timetable, suspension)",
+    DIP_PUPIL: "Had a dip, concern outside its window",
+}
+
+
+def _were(n: int) -> str:
+    return f"{n} {'was' if n == 1 else 'were'}"
+
+
+def _pupils(n: int) -> str:
+    return f"{n} pupil{'' if n == 1 else 's'}"
+
+
+def _share(part: int, whole: int) -> str:
+    return f"{part} ({part / whole:.0%})" if whole else str(part)
+
+
+def _long_unauthorised(policy: PolicyConfig) -> tuple[list[int], float]:
+    """The simulator's ordinary unauthorised spells of a week or more: their lengths, and their share."""
+    values, chances = UNAUTHORISED_LENGTHS.values, UNAUTHORISED_LENGTHS.probabilities
+    long = values >= policy.tier2_unexplained_run
+    return [int(v) for v in values[long]], float(chances[long].sum())
+
+
+def outside_dip_section(report: EvaluationReport, policy: PolicyConfig) -> str:
+    """What the register showed at the concerns raised outside every dip window (models.evaluation.diagnostics)."""
+    cohorts = [c for c in report.cohorts if c.outside_dip.concerns]
+    if not cohorts:
+        return ""
+    week = policy.tier2_unexplained_run // 2
+    lines = [
+        "#### Concerns outside a dip window: what the register showed",
+        "",
+        "A concern outside every dip window of its pupil counts against alert precision. For each one, the "
+        "attendance counts it carried were put back through the policy's own rules. **The register called for "
+        "it** means the register alone, whatever the score, showed what the policy's tiers call at least a clear "
+        "dip (tier 2): "
+        f"{week} school days or more of unexplained absence in a row, or under {policy.severe_rate:.0%} of the "
+        f"last 20 sessions (or of the last 40) attended. **Raised below the entry score** means the score was under "
+        f"{policy.enter_score:.2f} and the concern came from the rule that a week ({week} school days) of unexplained "
+        "absence in a row from a pupil who usually attends is always worth a call home; the score did not raise "
+        "these, so a higher entry score would not have stopped them.",
+        "",
+    ]
+    o: dict[str, OutsideDipConcerns] = {c.name: c.outside_dip for c in cohorts}
+    table = [
+        ["Concerns raised"] + [str(o[c.name].concerns) for c in cohorts],
+        ["... inside a dip window of that pupil"] + [str(o[c.name].in_dip) for c in cohorts],
+        ["... outside every dip window of that pupil"] + [str(o[c.name].outside.concerns) for c in cohorts],
+        ["of those outside, the register called for a concern"]
+        + [_share(o[c.name].outside.register_tier_2, o[c.name].outside.concerns) for c in cohorts],
+        ["... of which a week or more of unexplained absence in a row"]
+        + [str(o[c.name].outside.unexplained_week) for c in cohorts],
+        ["of those outside, raised below the entry score"]
+        + [_share(o[c.name].outside.below_entry, o[c.name].outside.concerns) for c in cohorts],
+        ["Alert precision (the target's measure)"] + [fmt(o[c.name].precision) for c in cohorts],
+        ["Diagnostic only, not the target: alert precision if the concerns the register called for counted as "
+         "right"] + [fmt(o[c.name].precision_if_register_counted) for c in cohorts],
+    ]
+    lines += [markdown(["", *(c.name for c in cohorts)], table), "",
+              "By pupil group, concerns outside a dip window (for how many pupils), of which the register called for "
+              "one, and of which raised below the entry score:", ""]
+    groups = [g for g in GROUP_NAMES if any(g in o[c.name].by_group for c in cohorts)]
+    rows = []
+    for group in groups:
+        row = [GROUP_NAMES[group]]
+        for c in cohorts:
+            counts = o[c.name].by_group.get(group)
+            row += (["0", "0", "0"] if counts is None else
+                    [f"{counts.concerns} ({counts.pupils})", str(counts.register_tier_2), str(counts.below_entry)])
+        rows.append(row)
+    header = ["Pupil group"] + [f"{c.name}: {h}" for c in cohorts
+                                for h in ("concerns (pupils)", "register called for it", "below entry score")]
+    lines += [markdown(header, rows), ""]
+    for c in cohorts:
+        out = o[c.name]
+        none = out.by_group.get(NO_EPISODE)
+        plain_none = (f"{_were(none.concerns)} for {_pupils(none.pupils)} with no episode at all, "
+                      f"{none.register_tier_2} of them with the register calling for a concern "
+                      f"({none.unexplained_week} with a week or more of unexplained absence in a row)" if none else
+                      "none were for pupils with no episode at all")
+        lines.append(f"- {c.name}: of {out.outside.concerns} concerns outside a dip window, the register itself called "
+                     f"for {_share(out.outside.register_tier_2, out.outside.concerns)} and "
+                     f"{_were(out.outside.below_entry)} raised below the entry score; {plain_none}. Counting the "
+                     "concerns the register called for as right would put alert precision at "
+                     f"{fmt(out.precision_if_register_counted, 2)} instead of {fmt(out.precision, 2)} (a diagnostic, "
+                     f"not the target).")
+    lengths, share = _long_unauthorised(policy)
+    lines += [
+        "",
+        "Pupils with no episode have only the simulator's ordinary absence, and that includes unauthorised spells of "
+        f"{' and '.join(str(n) for n in lengths)} sessions ({share:.0%} of its unauthorised spells, and longer for "
+        "pupils who are often absent): a week or two of unexplained absence with no dip behind it. The policy's tiers "
+        "call a week of unexplained absence in a row, or attending under half of the recent sessions, a clear dip, "
+        "so such a concern is right by the policy's rules and wrong by the simulator's ground truth. A higher entry "
+        "score would not have stopped the concerns raised below it, and could remove the others the register called "
+        "for only by staying silent about what the policy itself calls a clear dip. That part of the precision gap "
+        "is a question of what should count as a dip, not of the threshold.",
+    ]
     return "\n".join(lines)
 
 
@@ -435,7 +619,9 @@ def versioning_section(report: EvaluationReport) -> str:
 
 
 def metrics_json(report: EvaluationReport) -> str:
-    payload = {c.name: {"metrics": c.metrics, "fairness": c.fairness.to_dict()["comparisons"]} for c in report.cohorts}
+    payload = {c.name: {"metrics": c.metrics, "fairness": c.fairness.to_dict()["comparisons"],
+                        "threshold_sweep": c.threshold_sweep, "outside_dip": c.outside_dip.to_dict()}
+               for c in report.cohorts}
     return "<!-- metrics-json\n" + json.dumps(payload, default=str, sort_keys=True) + "\n-->"
 
 

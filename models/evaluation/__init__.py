@@ -4,9 +4,11 @@
   scoring    alerts scored against episodes (`score_alerts`, the definitions of every figure)
   baselines  the two reactive rules schools already have (year to date / last four weeks < 90%)
   ranking    ROC-AUC, PR-AUC and Brier of day-end scores (shared with training)
-  policy_sim the real policy over day-end scores (training's threshold choice)
+  policy_sim the real policy over day-end scores (training's threshold choice, the sweep below)
   fairness   flagged shares by SEN and FSM group, and which behaviour drives a gap
   targets    what issue 13 asks for, and how each figure is shown
+  diagnostics why targets are missed: an entry-threshold sweep (for understanding, never a choice)
+              and what the register showed at concerns outside a dip window
   run        one cohort replayed through the real engine and scored (`evaluate`)
   cohorts    the held-out and the shifted cohort (`evaluate_cohorts`)
 Rendering (the model card, tables, plots) lives in the `reports` package.

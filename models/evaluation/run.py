@@ -31,6 +31,7 @@ from models.evaluation.baselines import (
     baseline_alerts,
     baseline_scores,
 )
+from models.evaluation.diagnostics import OutsideDipConcerns, outside_dip_concerns, threshold_sweep
 from models.evaluation.fairness import FairnessAudit, audit
 from models.evaluation.ranking import ranking_metrics
 from models.evaluation.scoring import by_kind, score_alerts
@@ -97,6 +98,11 @@ class CohortEvaluation:
     events: dict[str, int]
     cohort: dict[str, Any]
     timing: dict[str, float] = field(default_factory=dict)
+    # Why targets are missed (models.evaluation.diagnostics): the policy at day ends over a range
+    # of entry thresholds (diagnostic only, never used to choose one), and what the register
+    # showed at the concerns raised outside every dip window.
+    threshold_sweep: list[dict[str, Any]] = field(default_factory=list)
+    outside_dip: OutsideDipConcerns = field(default_factory=OutsideDipConcerns)
 
     def passes(self, key: str, system: str = MODEL) -> bool | None:
         return BY_KEY[key].passes(self.metrics[system].get(key))
@@ -112,6 +118,7 @@ class CohortEvaluation:
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
         out["fairness"] = self.fairness.to_dict()
+        out["outside_dip"] = self.outside_dip.to_dict()
         return out
 
 
@@ -155,6 +162,8 @@ def evaluate(model: RiskModel, marks_csv: Path, truth_csv: Path, roster_csv: Pat
         leads[system] = score.lead_days
     model_scores = model.score(rows.X)
     metrics[MODEL].update(ranking_metrics(model_scores, rows.y))
+    sweep = threshold_sweep(rows, model_scores, truth, engine.policy)
+    outside = outside_dip_concerns(events, truth, school_days, engine.policy)
     pupil_index, day_index = _row_positions(rows)
     for system in BASELINES:
         metrics[system].update(ranking_metrics(baseline_scores(register, pupil_index, day_index, system), rows.y,
@@ -180,6 +189,7 @@ def evaluate(model: RiskModel, marks_csv: Path, truth_csv: Path, roster_csv: Pat
         timing={"replay_seconds": round(replay_seconds, 1),
                 "marks_per_second": round(report.read / max(replay_seconds, 1e-9)),
                 "total_seconds": round(time.perf_counter() - started, 1)},
+        threshold_sweep=sweep, outside_dip=outside,
     )
 
 
