@@ -104,8 +104,8 @@ def intended_use(policy: PolicyConfig) -> str:
         "## Intended use and limits",
         "",
         "- **Supportive only.** An alert is a prompt for a pastoral conversation (a call home to listen, a "
-        "wellbeing check-in, a school-nurse or young-carer conversation). It must never be used for "
-        "enforcement, penalties or any decision about a family without a person looking at the whole picture.",
+        "wellbeing check-in, a school-nurse or young-carer conversation). It is for offering help, and "
+        "for nothing else: no decision about a family is made from it without a person looking at the whole picture.",
         "- Every alert carries its reasons (the pupil's own attendance numbers) so staff can check it.",
         "- **Evaluated on simulated data only.** The cohort simulator is calibrated to published national "
         "figures (DfE absence statistics), but its dip patterns are modelled, not observed. Numbers on a real "
