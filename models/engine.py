@@ -185,18 +185,26 @@ class SmallBatchScorer:
         offset = np.repeat(starts, [len(tree) for tree in trees])
         leaf = nodes["is_leaf"].astype(bool)
         here = np.arange(len(nodes), dtype=np.int64)
-        # Where each node leads: [right, left] by "goes left"; a leaf leads to itself.
+        # A node is kept as twice its index, so a step is one add and one lookup: `next[id + goes_left]`
+        # is where the node leads ([right, left] by "goes left"; a leaf leads to itself), and the
+        # per-node arrays are laid out twice over to be read by the same ids.
         self.next = np.empty(2 * len(nodes), dtype=np.int64)
-        self.next[0::2] = np.where(leaf, here, nodes["right"].astype(np.int64) + offset)
-        self.next[1::2] = np.where(leaf, here, nodes["left"].astype(np.int64) + offset)
-        self.feature = nodes["feature_idx"].astype(np.int64)
-        self.threshold = nodes["num_threshold"].astype(np.float64)
-        self.missing_left = nodes["missing_go_to_left"].astype(bool)
-        self.value = nodes["value"].astype(np.float64)
-        self.roots = starts
+        self.next[0::2] = 2 * np.where(leaf, here, nodes["right"].astype(np.int64) + offset)
+        self.next[1::2] = 2 * np.where(leaf, here, nodes["left"].astype(np.int64) + offset)
+        self.feature = np.repeat(nodes["feature_idx"].astype(np.int64), 2)
+        self.threshold = np.repeat(nodes["num_threshold"].astype(np.float64), 2)
+        self.missing_left = np.repeat(nodes["missing_go_to_left"].astype(bool), 2)
+        self.value = np.repeat(nodes["value"].astype(np.float64), 2)
+        self.is_leaf = np.repeat(leaf, 2)
+        self.roots = 2 * starts
         self.depth = int(nodes["depth"].max())
         self.baseline = np.asarray(booster._baseline_prediction, dtype=np.float64).ravel()[0]  # noqa: SLF001
         self.calibrator = calibrator
+        # scipy's linear interp1d of float64 points calls np.interp itself; calling it directly
+        # saves interp1d's own checks (the probe in `of` confirms the numbers are the same).
+        curve = calibrator.f_
+        linear = getattr(type(curve), "_call_linear_np", None)
+        self.curve = (curve.x, curve.y) if linear is not None and getattr(curve, "_call", None) is linear else None
 
     @classmethod
     def of(cls, model: RiskModel) -> SmallBatchScorer | None:
@@ -211,7 +219,8 @@ class SmallBatchScorer:
         probe[1::7] = np.round(probe[1::7], 1)  # values on round thresholds
         if model.reference is not None:
             probe[0] = model.reference
-        for rows in (probe[:1], probe[:7], probe):
+        complete = np.nan_to_num(probe)  # the walk without missing values is a path of its own
+        for rows in (probe[:1], probe[:7], probe, complete[:1], complete[:7], complete):
             if not np.array_equal(scorer.score(rows), model.score(rows), equal_nan=True):
                 return None
         return scorer
@@ -220,18 +229,30 @@ class SmallBatchScorer:
         rows = np.ascontiguousarray(rows, dtype=np.float64)
         n, width = rows.shape
         trees = len(self.roots)
-        node = np.tile(self.roots, n)
-        start = np.repeat(np.arange(n, dtype=np.int64) * width, trees)
+        node = np.tile(self.roots, n) if n > 1 else self.roots
         flat = rows.ravel()
-        for _ in range(self.depth):
-            value = flat[start + self.feature[node]]
-            goes_left = (value <= self.threshold[node]) | (np.isnan(value) & self.missing_left[node])
-            node = self.next[2 * node + goes_left]
+        start = np.repeat(np.arange(n, dtype=np.int64) * width, trees) if n > 1 else None
+        missing = bool(np.isnan(flat).any())
+        for level in range(self.depth):
+            at = self.feature[node]
+            value = flat[at if start is None else start + at]
+            goes_left = value <= self.threshold[node]
+            if missing:
+                goes_left |= np.isnan(value) & self.missing_left[node]
+            node = self.next[node + goes_left]
+            # Stop once every tree is at a leaf (most are shallower than the deepest); a leaf leads
+            # to itself, so looking every other level only costs a level at most.
+            if level % 2 and self.is_leaf[node].all():
+                break
         # The leaves summed tree by tree in order from the baseline, as the booster adds them.
         leaves = np.concatenate((np.full((n, 1), self.baseline), self.value[node].reshape(n, trees)), axis=1)
         raw = np.cumsum(leaves, axis=1)[:, -1]
         calibrator = self.calibrator
-        probability = calibrator.f_(np.clip(raw, calibrator.X_min_, calibrator.X_max_)).astype(np.float64)
+        clipped = np.clip(raw, calibrator.X_min_, calibrator.X_max_)
+        if self.curve is not None:
+            probability = np.interp(clipped, *self.curve).astype(np.float64)
+        else:
+            probability = calibrator.f_(clipped).astype(np.float64)
         probability[(1.0 < probability) & (probability <= 1.0 + 1e-5)] = 1.0
         return probability
 
