@@ -233,6 +233,7 @@ class SmallBatchScorer:
         flat = rows.ravel()
         start = np.repeat(np.arange(n, dtype=np.int64) * width, trees) if n > 1 else None
         missing = bool(np.isnan(flat).any())
+        half = self.depth // 2
         for level in range(self.depth):
             at = self.feature[node]
             value = flat[at if start is None else start + at]
@@ -240,9 +241,10 @@ class SmallBatchScorer:
             if missing:
                 goes_left |= np.isnan(value) & self.missing_left[node]
             node = self.next[node + goes_left]
-            # Stop once every tree is at a leaf (most are shallower than the deepest); a leaf leads
-            # to itself, so looking every other level only costs a level at most.
-            if level % 2 and self.is_leaf[node].all():
+            # Stop once every tree is at a leaf (a row's deepest leaf is usually a few levels above
+            # the deepest tree's); a leaf leads to itself, so looking only every other level, and not
+            # before half the depth, costs a level at most.
+            if level >= half and level % 2 and self.is_leaf[node].all():
                 break
         # The leaves summed tree by tree in order from the baseline, as the booster adds them.
         leaves = np.concatenate((np.full((n, 1), self.baseline), self.value[node].reshape(n, trees)), axis=1)
@@ -253,7 +255,8 @@ class SmallBatchScorer:
             probability = np.interp(clipped, *self.curve).astype(np.float64)
         else:
             probability = calibrator.f_(clipped).astype(np.float64)
-        probability[(1.0 < probability) & (probability <= 1.0 + 1e-5)] = 1.0
+        if probability.max() > 1.0:
+            probability[(1.0 < probability) & (probability <= 1.0 + 1e-5)] = 1.0
         return probability
 
 
