@@ -207,6 +207,18 @@ def test_the_crafted_cohort_with_bad_rows_replays_the_same(model, crafted_csv):
     assert_same_replay(DecisionEngine(model, window_days=126), [row.mark for row in rows], batch_sizes=(13, 250))
 
 
+@pytest.mark.parametrize("chunk_marks", [1, 150])
+def test_pupils_taken_in_many_chunks_replay_as_in_one(model, crafted_csv, monkeypatch, chunk_marks):
+    import models.columnar
+
+    marks = [row.mark for row in read_marks(crafted_csv()) if row.mark is not None]
+    whole = replay_columns(DecisionEngine(model, window_days=126), MarkColumns.from_marks(marks))
+    monkeypatch.setattr(models.columnar, "CHUNK_MARKS", chunk_marks)
+    chunked = assert_same_replay(DecisionEngine(model, window_days=126), marks, batch_sizes=(13, 250))
+    assert [e.model_dump() for e in chunked.events] == [e.model_dump() for e in whole.events]
+    assert chunked.event_rows == whole.event_rows and np.array_equal(chunked.applied, whole.applied)
+
+
 @settings(max_examples=300, deadline=None)
 @given(st.integers(0, 2**32 - 1), st.integers(1, 255), st.integers(0, 2**32 - 1), st.integers(1, 255))
 def test_the_recording_key_orders_recordings_as_supersedes_does(stamp, code, held_stamp, held_code):
