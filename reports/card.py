@@ -18,7 +18,6 @@ from models.evaluation.diagnostics import (
     BOTH,
     DIP_PUPIL,
     HEALTH,
-    NO_EPISODE,
     ONE_OFF,
     OTHER,
     OutsideDipConcerns,

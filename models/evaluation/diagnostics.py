@@ -26,7 +26,7 @@ import numpy as np
 
 from models.dataset import TrainingSet
 from models.evaluation.policy_sim import PolicySimulation
-from models.evaluation.scoring import DayIndex, dip_window, score_alerts
+from models.evaluation.scoring import NO_EPISODE, DayIndex, dip_window, score_alerts
 from models.evaluation.targets import BY_KEY
 from models.evaluation.truth import DIP_KINDS, HEALTH_KINDS, ONE_OFF_KINDS, Truth
 from models.policy import POLICY_COUNTS, PolicyConfig, PolicyRow, policy_inputs, register_tier, thresholds
@@ -38,7 +38,7 @@ SWEEP_METRICS = ("alert_precision", "recall_within_20", "median_lead_days", "one
 BOTH = ("alert_precision", "recall_within_20")  # the two targets the sweep is about
 
 # Pupil groups of concerns outside a dip window, in the order the card shows them.
-NO_EPISODE, ONE_OFF, HEALTH, OTHER, DIP_PUPIL = "no_episode", "one_off", "health", "other", "dip"
+ONE_OFF, HEALTH, OTHER, DIP_PUPIL = "one_off", "health", "other", "dip"  # NO_EPISODE: scoring's
 GROUPS = (NO_EPISODE, ONE_OFF, HEALTH, OTHER, DIP_PUPIL)
 
 
