@@ -18,6 +18,7 @@ The scores and events are identical to scoring every row and explaining alert by
 
 from __future__ import annotations
 
+import bisect
 import datetime as dt
 import time
 from collections.abc import Callable, Mapping, MutableMapping, Sequence
@@ -205,6 +206,31 @@ class SmallBatchScorer:
         curve = calibrator.f_
         linear = getattr(type(curve), "_call_linear_np", None)
         self.curve = (curve.x, curve.y) if linear is not None and getattr(curve, "_call", None) is linear else None
+        self._single_row_layout(nodes, leaf, offset, len(model.feature_names))
+
+    def _single_row_layout(self, nodes: np.ndarray, leaf: np.ndarray, offset: np.ndarray, width: int) -> None:
+        """The nodes numbered again for one row at a time: split nodes first, grouped by feature, then
+        the leaves. A lone row's scoring is mostly the cost of each numpy call and of fetching the
+        walk's scattered nodes from memory (the engine's other work between two calls evicts them);
+        here every split is decided at once over arrays read front to back (the row's values
+        repeated per feature against the thresholds in the same order), and the walk is then one
+        small lookup a level."""
+        split = np.flatnonzero(~leaf)
+        order = np.concatenate((split[np.argsort(nodes["feature_idx"][split], kind="stable")], np.flatnonzero(leaf)))
+        number = np.empty(len(nodes), dtype=np.int64)
+        number[order] = np.arange(len(nodes))
+        ordered = nodes[order[:len(split)]]
+        self.splits = len(split)
+        self.split_counts = np.bincount(ordered["feature_idx"], minlength=width)
+        self.split_threshold = ordered["num_threshold"].astype(np.float64)
+        self.split_missing_left = ordered["missing_go_to_left"].astype(bool)
+        self.split_right = number[ordered["right"].astype(np.int64) + offset[order[:len(split)]]]
+        self.split_left_step = number[ordered["left"].astype(np.int64) + offset[order[:len(split)]]] - self.split_right
+        self.leads_to_itself = np.arange(len(nodes), dtype=np.int64)
+        self.single_roots = number[self.roots // 2]
+        self.single_value = nodes["value"][order].astype(np.float64)
+        self.knots = (self.curve[0].tolist(), self.curve[1].tolist()) if self.curve is not None else None
+        self.clip_range = (float(self.calibrator.X_min_), float(self.calibrator.X_max_))
 
     @classmethod
     def of(cls, model: RiskModel) -> SmallBatchScorer | None:
@@ -213,6 +239,8 @@ class SmallBatchScorer:
             scorer = cls(model)
         except (TypeError, AttributeError, ValueError):
             return None
+        if scorer.knots is not None and not scorer._calibrates_one_as_numpy():  # noqa: SLF001
+            scorer.knots = None  # lone rows then take the batch walk and numpy's interp
         width = len(model.feature_names)
         probe = np.random.default_rng(20251).normal(0.4, 0.7, size=(cls.LIMIT, width))
         probe[::5, ::3] = np.nan
@@ -223,11 +251,28 @@ class SmallBatchScorer:
         for rows in (probe[:1], probe[:7], probe, complete[:1], complete[:7], complete):
             if not np.array_equal(scorer.score(rows), model.score(rows), equal_nan=True):
                 return None
+        for rows in (probe, complete):
+            one_by_one = np.array([scorer.score(row[None, :])[0] for row in rows])
+            if not np.array_equal(one_by_one, model.score(rows), equal_nan=True):
+                return None
         return scorer
+
+    def _calibrates_one_as_numpy(self) -> bool:
+        """`calibrate_one` against numpy's clip and interp at every knot, either side of it, between
+        knots and beyond both ends."""
+        xs = np.asarray(self.knots[0])
+        low, high = self.clip_range
+        points = np.concatenate((xs, np.nextafter(xs, -np.inf), np.nextafter(xs, np.inf), (xs[1:] + xs[:-1]) / 2,
+                                 [low, high, low - 1.0, high + 1.0, -np.inf, np.inf, np.nan]))
+        expected = np.interp(np.clip(points, low, high), *self.curve)
+        found = np.array([self.calibrate_one(float(x)) for x in points])
+        return bool(np.array_equal(found, expected, equal_nan=True))
 
     def score(self, rows: np.ndarray) -> np.ndarray:
         rows = np.ascontiguousarray(rows, dtype=np.float64)
         n, width = rows.shape
+        if n == 1 and self.knots is not None:
+            return np.array([self.score_one(rows[0])])
         trees = len(self.roots)
         node = np.tile(self.roots, n) if n > 1 else self.roots
         flat = rows.ravel()
@@ -258,6 +303,51 @@ class SmallBatchScorer:
         if probability.max() > 1.0:
             probability[(1.0 < probability) & (probability <= 1.0 + 1e-5)] = 1.0
         return probability
+
+
+    def score_one(self, row: np.ndarray) -> float:
+        """One row's probability: `score`'s numbers, by the single-row layout."""
+        values = np.repeat(row, self.split_counts)
+        goes_left = values <= self.split_threshold
+        if np.isnan(row).any():
+            goes_left |= np.isnan(values) & self.split_missing_left
+        leads_to = self.leads_to_itself.copy()
+        steps = leads_to[:self.splits]
+        np.multiply(goes_left, self.split_left_step, out=steps)
+        steps += self.split_right
+        node = self.single_roots
+        for level in range(self.depth):
+            node = leads_to[node]
+            if level % 2 and (node >= self.splits).all():
+                break
+        raw = float(self.baseline)
+        for value in self.single_value[node].tolist():  # one add at a time, in tree order, as cumsum
+            raw += value
+        probability = self.calibrate_one(raw)
+        return 1.0 if 1.0 < probability <= 1.0 + 1e-5 else probability
+
+    def calibrate_one(self, raw: float) -> float:
+        """The isotonic calibrator's clip and `np.interp` for one number, in Python floats: the same
+        operations in the same order as numpy's interp (`of` checks it at and around every knot)."""
+        low, high = self.clip_range
+        x = low if raw < low else high if raw > high else raw
+        xs, ys = self.knots
+        if x != x:
+            return x
+        if x >= xs[-1]:
+            return ys[-1]
+        if x <= xs[0]:
+            return ys[0]
+        j = bisect.bisect_right(xs, x) - 1
+        if x == xs[j]:
+            return ys[j]
+        slope = (ys[j + 1] - ys[j]) / (xs[j + 1] - xs[j])
+        found = slope * (x - xs[j]) + ys[j]
+        if found != found:
+            found = slope * (x - xs[j + 1]) + ys[j + 1]
+            if found != found and ys[j] == ys[j + 1]:
+                found = ys[j]
+        return found
 
 
 class _Scoring:

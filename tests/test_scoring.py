@@ -77,3 +77,38 @@ def test_a_model_of_another_structure_is_scored_by_the_model_itself():
     assert SmallBatchScorer.of(other) is None
     engine = DecisionEngine(other, window_days=126)
     assert np.array_equal(engine.scoring.score(X[:3]), other.score(X[:3]))
+
+
+def test_a_lone_row_takes_the_single_row_layout_and_scores_identically(model, scorer):
+    assert scorer.knots is not None, "the shipped model's calibrator is scored in Python floats for a lone row"
+    rows = np.random.default_rng(11).normal(0.4, 0.7, size=(300, len(FEATURE_NAMES)))
+    rows[::4, ::5] = np.nan
+    rows[1::6] = np.round(rows[1::6], 1)
+    rows[2::9] = np.inf
+    one_by_one = np.array([scorer.score_one(row) for row in rows])
+    assert np.array_equal(one_by_one, model.score(rows))
+
+
+@settings(max_examples=200, deadline=None)
+@given(arrays(np.float64, (len(FEATURE_NAMES),),
+              elements=st.one_of(st.floats(-5, 5, allow_nan=False), st.just(np.nan), st.just(0.0), st.just(1.0),
+                                 st.floats(allow_nan=False, allow_infinity=True))))
+def test_any_lone_row_scores_identically(model, scorer, row):
+    assert scorer.score(row[None, :])[0] == model.score(row[None, :])[0]
+
+
+@pytest.mark.parametrize("where", [-3.0, 0.0, 0.37, 2.5, np.inf])
+def test_the_calibration_of_one_number_is_numpys(scorer, where):
+    low, high = scorer.clip_range
+    xs = np.asarray(scorer.knots[0])
+    near = xs[np.argmin(np.abs(xs - where))] if np.isfinite(where) else where
+    for x in (where, near, np.nextafter(near, -np.inf), np.nextafter(near, np.inf), low, high):
+        assert scorer.calibrate_one(float(x)) == np.interp(np.clip(x, low, high), *scorer.curve)
+
+
+def test_a_calibration_that_differs_from_numpys_is_not_used_for_lone_rows(model, monkeypatch):
+    monkeypatch.setattr(SmallBatchScorer, "calibrate_one", lambda self, raw: 0.5)
+    built = SmallBatchScorer.of(model)
+    assert built is not None and built.knots is None
+    rows = np.random.default_rng(5).random((20, len(FEATURE_NAMES)))
+    assert np.array_equal(np.array([built.score(row[None, :])[0] for row in rows]), model.score(rows))
