@@ -99,7 +99,7 @@ def distinct_rows(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return X[first], inverse.ravel()
 
 
-_POLICY_ROW_FIELDS = tuple(PolicyRow.__dataclass_fields__)
+_POLICY_ROW_FIELDS = PolicyRow._fields
 
 
 class PolicyRows(Sequence):
@@ -149,6 +149,16 @@ def concern_candidates(inputs: PolicyInputs, config: PolicyConfig) -> np.ndarray
     return ((c["possible_ytd"] >= config.min_possible_sessions) & ~c["health_absence"]
             & ~((known > 0) & (known <= config.explained_absence_grace_sessions))
             & (c["unarranged_rate"] < config.concern_below_rate) & ~c["one_block"])
+
+
+def concern_due(inputs: PolicyInputs, config: PolicyConfig, scores: np.ndarray) -> np.ndarray:
+    """Rows where `concern_tier` is above 0 at these scores (NaN: not due): for an unflagged pupil
+    `decide` raises nothing and changes nothing anywhere else, so the columnar replay asks it only
+    here among the `concern_candidates`. tests/test_columnar.py holds it equal to `concern_tier`."""
+    c = inputs.columns
+    by_score = (scores >= config.enter_score) | (scores >= config.tier2_score) | (scores >= config.tier3_score)
+    silent = (c["unexplained_run"] >= config.tier2_unexplained_run) & (c["usual_rate"] >= config.concern_below_rate)
+    return by_score | silent
 
 
 class SmallBatchScorer:

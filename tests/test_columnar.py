@@ -15,11 +15,11 @@ from hypothesis import strategies as st
 
 from models.artifact import load_model
 from models.columnar import MarkColumns, recording_key, register_year, replay_columns
-from models.engine import DecisionEngine, concern_candidates
+from models.engine import DecisionEngine, concern_candidates, concern_due
 from models.evaluation.run import OFFLINE_LIMITS
 from models.features import summarise
 from models.history import RegisterHistory
-from models.policy import PolicyConfig, PolicyInputs, PolicyState, can_raise
+from models.policy import PolicyConfig, PolicyInputs, PolicyState, can_raise, concern_tier
 from models.state import ApplyOutcome, OutsideWindowError, PupilState
 from schemas.codes import CODES
 from schemas.interchange import read_marks
@@ -229,7 +229,7 @@ def test_the_recording_key_orders_recordings_as_supersedes_does(stamp, code, hel
 @pytest.mark.slow
 @settings(max_examples=200, deadline=None)
 @given(st.data())
-def test_concern_candidates_are_exactly_where_a_never_alerted_pupil_can_be_raised(data):
+def test_concern_candidates_and_due_are_exactly_where_a_never_alerted_pupil_can_be_raised(data):
     config = PolicyConfig()
     n = data.draw(st.integers(1, 30))
     ints = st.lists(st.integers(0, 60), min_size=n, max_size=n)
@@ -248,6 +248,11 @@ def test_concern_candidates_are_exactly_where_a_never_alerted_pupil_can_be_raise
     inputs = PolicyInputs(columns)
     mask = concern_candidates(inputs, config)
     assert [bool(m) for m in mask] == [can_raise(PolicyState(), config, inputs.row(i)) for i in range(n)]
+    scores = np.array(data.draw(st.lists(st.sampled_from([np.nan, 0.0, 0.3, config.enter_score,
+                                                           np.nextafter(config.enter_score, 0), config.tier2_score,
+                                                           config.tier3_score, 0.99]), min_size=n, max_size=n)))
+    due = concern_due(inputs, config, scores)
+    assert [bool(d) for d in due] == [concern_tier(config, float(scores[i]), inputs.row(i)) > 0 for i in range(n)]
 
 
 def test_columns_rebuild_the_marks_the_engine_takes(make_pupil_marks):
@@ -259,3 +264,37 @@ def test_columns_rebuild_the_marks_the_engine_takes(make_pupil_marks):
             original.pupil_id, original.school_id, original.date, original.session, original.code)
         assert rebuilt.recorded_at == original.recorded_at.replace(microsecond=0)
         assert rebuilt.recorded_at > RECORDING_EPOCH and CODES[rebuilt.code].index == columns.code[i]
+
+
+def test_the_cycle_collector_is_off_inside_a_chunk_and_back_on_however_it_ends(model, crafted_csv, monkeypatch):
+    import gc
+
+    import models.columnar
+
+    marks = [row.mark for row in read_marks(crafted_csv()) if row.mark is not None]
+    seen: list[bool] = []
+    walk = models.columnar._walk  # noqa: SLF001
+
+    def watched(*args, **kwargs):
+        seen.append(gc.isenabled())
+        return walk(*args, **kwargs)
+
+    monkeypatch.setattr(models.columnar, "_walk", watched)
+    assert gc.isenabled()
+    replay_columns(DecisionEngine(model, window_days=126), MarkColumns.from_marks(marks))
+    assert seen and not any(seen) and gc.isenabled()
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("a defect in a chunk")
+
+    monkeypatch.setattr(models.columnar, "_walk", broken)
+    with pytest.raises(RuntimeError):
+        replay_columns(DecisionEngine(model, window_days=126), MarkColumns.from_marks(marks))
+    assert gc.isenabled()
+    gc.disable()  # a caller that had it off finds it off
+    try:
+        monkeypatch.setattr(models.columnar, "_walk", walk)
+        replay_columns(DecisionEngine(model, window_days=126), MarkColumns.from_marks(marks))
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
