@@ -9,17 +9,25 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import statistics
 from pathlib import Path
 from typing import Any
 
 from models import labels
 from models.artifact import RiskModel
 from models.evaluation.diagnostics import (
+    ALREADY,
+    BELOW_ENTRY,
     BOTH,
     DIP_PUPIL,
+    DUE,
     HEALTH,
+    HELD,
+    LATE_REASONS,
     ONE_OFF,
     OTHER,
+    TOO_EARLY,
+    LateDips,
     OutsideDipConcerns,
     best_where_met,
     meets_both,
@@ -31,7 +39,7 @@ from models.evaluation.scoring import EARLY_GRACE_DAYS, LATE_GRACE_DAYS, NO_EPIS
 from models.evaluation.targets import BY_KEY, TARGETS
 from models.evaluation.truth import DIP_KINDS, HEALTH_KINDS, ONE_OFF_KINDS, OTHER_KINDS
 from models.features import FEATURE_NAMES
-from models.policy import PolicyConfig
+from models.policy import Hold, PolicyConfig
 from models.simulator.model import UNAUTHORISED_LENGTHS
 from reports import plots
 from reports.tables import (
@@ -240,10 +248,8 @@ def _why(cohort: CohortEvaluation, key: str) -> str:
                       key=lambda kv: kv[1].get("recall_within_20") or 0)
         return ("caught within 20 school days by kind: " + "; ".join(
             f"{_kind_name(k)} {fmt(v.get('recall_within_20'), 2)} (n={v['pupils']})" for k, v in dips)
-            + ". Gradual dips (avoidance, Monday/Friday, recurrent illness) ramp up over weeks: their first "
-            "absences look like anyone's, and repeated illness is held on each day of illness and needs two "
-            "separate days before it is a pattern; a lower threshold catches them sooner at the cost of precision "
-            "and of one-off and no-dip pupils flagged (the threshold sweep below)")
+            + f". {_late_in_words(cohort.late_dips)} A lower entry threshold catches them sooner at the cost of "
+            "precision and of one-off and no-dip pupils flagged (the threshold sweep below)")
     return ""
 
 
@@ -279,7 +285,8 @@ def missed_section(report: EvaluationReport) -> str:
                                           for h in ("pupils", "given a concern", "caught <= 20 d")]
     lines.append(markdown(header, rows))
     policy = PolicyConfig(**report.policy)
-    lines += ["", sweep_section(report, policy), "", outside_dip_section(report, policy)]
+    lines += ["", late_dips_section(report, policy), "", sweep_section(report, policy), "",
+              outside_dip_section(report, policy)]
     return "\n".join(lines)
 
 
@@ -372,6 +379,81 @@ def _long_unauthorised(policy: PolicyConfig) -> tuple[list[int], float]:
     values, chances = UNAUTHORISED_LENGTHS.values, UNAUTHORISED_LENGTHS.probabilities
     long = values >= policy.tier2_unexplained_run
     return [int(v) for v in values[long]], float(chances[long].sum())
+
+
+LATE_NAMES = {
+    ALREADY: "already on the list: flagged, or in the cool-down after `improving`",
+    DUE: "due at a day end by the policy, not raised by the engine (which decides at every mark)",
+    HELD: "the score reached the entry threshold, and the register held the concern back",
+    TOO_EARLY: "under {min_possible} possible sessions this year (the start of the year, or a joiner)",
+    BELOW_ENTRY: "the score stayed under the entry threshold, and no register rule asked for a concern",
+}
+HOLD_NAMES = {Hold.HEALTH.value: "illness", Hold.KNOWN_REASON.value: "a known reason waited out",
+              Hold.NOTHING_RECENT.value: "90% or more of the last 20 sessions",
+              Hold.ONE_BLOCK.value: "one block, judged by what follows"}
+
+
+def _late_in_words(late: LateDips) -> str:
+    """The reasons dips were not caught within 20 school days, most common first, as a sentence."""
+    if not late.late:
+        return "Every dip was caught within 20 school days."
+    reasons = sorted(late.reasons.items(), key=lambda kv: -kv[1])
+    main, count = reasons[0]
+    text = (f"Of the {late.late} dips not caught within 20 school days, {count} had a first 20 school days in which "
+            f"{_late_name(main)}")
+    if main == BELOW_ENTRY and late.highest_scores:
+        text += f" (the median of their highest scores {statistics.median(late.highest_scores):.2f}"
+        if late.label_dip_share is not None:
+            text += (f"; the label, which the model learns, calls {late.label_dip_share:.0%} of those dips' "
+                     f"{late.labelled_days} labelled day ends a dip")
+        text += ")"
+    rest = "; ".join(f"{n}: {_late_name(r)}" for r, n in reasons[1:])
+    return text + (f"; {rest}." if rest else ".") + (
+        " The score, not the register's holds, is what makes these dips late: the model does not yet see "
+        "them in their first weeks." if main == BELOW_ENTRY else "")
+
+
+def _late_name(reason: str, policy: PolicyConfig | None = None) -> str:
+    return LATE_NAMES[reason].format(min_possible=(policy or PolicyConfig()).min_possible_sessions)
+
+
+def late_dips_section(report: EvaluationReport, policy: PolicyConfig) -> str:
+    """Why dips were not caught within 20 school days (models.evaluation.diagnostics.late_dips)."""
+    cohorts = [c for c in report.cohorts if c.late_dips.dips]
+    if not cohorts:
+        return ""
+    lines = [
+        "#### Dips not caught within 20 school days: what stood in the way",
+        "",
+        "For each dip without a concern in its first 20 school days, the day ends of those days were put through "
+        "the policy's own rules with the model's score, and the dip is counted under the reason that came "
+        "closest to a concern (in the order of the table). It is the policy at day ends: the engine decides at "
+        "every mark.",
+        "",
+    ]
+    late: dict[str, LateDips] = {c.name: c.late_dips for c in cohorts}
+    rows = [["Dips"] + [str(late[c.name].dips) for c in cohorts],
+            ["... caught within 20 school days"] + [str(late[c.name].caught) for c in cohorts],
+            ["... not caught within 20 school days"] + [str(late[c.name].late) for c in cohorts]]
+    for reason in LATE_REASONS:
+        if any(late[c.name].reasons.get(reason) for c in cohorts):
+            rows.append([f"of those, {_late_name(reason, policy)}"]
+                        + [str(late[c.name].reasons.get(reason, 0)) for c in cohorts])
+    holds = sorted({h for c in cohorts for h in late[c.name].holds})
+    for hold in holds:
+        rows.append([f"... held by: {HOLD_NAMES.get(hold, hold)}"] + [str(late[c.name].holds.get(hold, 0))
+                                                                      for c in cohorts])
+    lines += [markdown(["", *(c.name for c in cohorts)], rows), ""]
+    kinds = [k for k in DIP_KINDS if any(k in late[c.name].by_kind for c in cohorts)]
+    if kinds:
+        reasons = [r for r in LATE_REASONS if any(late[c.name].reasons.get(r) for c in cohorts)]
+        header = ["Dip kind, not caught within 20 school days"] + [f"{c.name}: {r.replace('_', ' ')}"
+                                                                   for c in cohorts for r in reasons]
+        table = [[_kind_name(k)] + [str(late[c.name].by_kind.get(k, {}).get(r, 0)) for c in cohorts for r in reasons]
+                 for k in kinds]
+        lines += [markdown(header, table), ""]
+    lines += [f"- {c.name}: {_late_in_words(late[c.name])}" for c in cohorts]
+    return "\n".join(lines)
 
 
 def outside_dip_section(report: EvaluationReport, policy: PolicyConfig) -> str:
@@ -619,7 +701,8 @@ def versioning_section(report: EvaluationReport) -> str:
 
 def metrics_json(report: EvaluationReport) -> str:
     payload = {c.name: {"metrics": c.metrics, "fairness": c.fairness.to_dict()["comparisons"],
-                        "threshold_sweep": c.threshold_sweep, "outside_dip": c.outside_dip.to_dict()}
+                        "threshold_sweep": c.threshold_sweep, "outside_dip": c.outside_dip.to_dict(),
+                        "late_dips": c.late_dips.to_dict()}
                for c in report.cohorts}
     return "<!-- metrics-json\n" + json.dumps(payload, default=str, sort_keys=True) + "\n-->"
 

@@ -194,7 +194,10 @@ def test_card_matches_a_fresh_evaluation_and_observing_changes_nothing(tmp_path,
     assert written["shifted"]["metrics"] == json.loads(json.dumps(report.cohorts[1].metrics, default=str))
     assert written["shifted"]["threshold_sweep"] == json.loads(json.dumps(report.cohorts[1].threshold_sweep))
     assert written["held-out"]["outside_dip"] == json.loads(json.dumps(report.cohorts[0].outside_dip.to_dict()))
+    assert written["held-out"]["late_dips"] == json.loads(json.dumps(report.cohorts[0].late_dips.to_dict()))
+    assert report.cohorts[0].late_dips.dips == report.cohorts[0].metrics[MODEL]["dips"]
     assert "#### Would another entry threshold have met both targets?" in text
+    assert "#### Dips not caught within 20 school days: what stood in the way" in text
     assert (tmp_path / "card" / "calibration.png").stat().st_size > 1000
     assert (tmp_path / "card" / "lead_time_shifted.png").stat().st_size > 1000
     assert report.cohorts[1].cohort["simulation"]["profile"] == "shifted"
@@ -335,3 +338,48 @@ def test_concerns_outside_a_dip_window_by_what_the_register_showed():
                                          cohort, DAYS).metrics()["alert_precision"] == 0.2
     assert out.precision_if_register_counted == 0.8
     assert json.loads(json.dumps(out.to_dict()))["outside"]["register_tier_2"] == 3
+
+
+def test_dips_not_caught_within_20_days_by_what_stood_in_the_way():
+    from models.evaluation.diagnostics import ALREADY, BELOW_ENTRY, DUE, HELD, TOO_EARLY, late_dips
+    from models.explain import build_event
+    from models.features import FEATURE_NAMES
+    from models.policy import Hold, PolicyConfig, thresholds
+    from schemas.events import InterventionKind
+
+    def event(kind, pupil: str, at: int):
+        return build_event(kind=kind, tier=1, escalation=False, score=0.9, pupil_id=pupil, school_id="S",
+                           as_of=day(at), stats=window(), contributions=[0.1] * len(FEATURE_NAMES),
+                           model_version="test")
+
+    high, low = [0.9] * len(DAYS), [0.3] * len(DAYS)
+    rows, scores = day_end_rows({"A": high, "B": low, "C": high, "D": high, "E": high, "F": high, "G": high})
+
+    def mine(pupil: str, first: int = 0, last: int = len(DAYS) - 1) -> np.ndarray:
+        positions = np.searchsorted([d.toordinal() for d in DAYS], rows.day)
+        return (rows.pupil_id == pupil) & (positions >= first) & (positions <= last)
+
+    rows.stats["attended_20"][mine("C")] = 19  # 95% of the last 20: nothing on the register yet
+    rows.stats["possible_ytd"][mine("F")] = 30  # too few sessions this year for a concern
+    # B's first 20 school days (day ends 10 to 30): six without a label, then five the label calls a dip, ten not.
+    rows.y[mine("B", 10, 15)] = -1
+    rows.y[mine("B", 16, 20)] = 1
+    rows.y[mine("B", 21, 30)] = 0
+    onset = {k: [Episode(k, day(10), None)] for k in DIP_KINDS}
+    cohort = truth({"A": onset["avoidance"], "B": onset["avoidance"], "C": onset["monday_friday"],
+                    "D": onset["young_carer"], "E": onset["family_crisis"], "F": onset["recurrent_illness"],
+                    "G": [Episode("avoidance", day(35), None)]}, list("ABCDEFG"))
+    events = [event(InterventionKind.CONCERN, "A", 12),  # caught on its third school day
+              event(InterventionKind.CONCERN, "D", 2),  # flagged before D's dip, never `improving`
+              # G: on the list from day 3 to the end of the cool-down after day 20's `improving` (before its
+              # onset, day 35); due from its onset, but the concern came on day 57, 22 school days after it.
+              event(InterventionKind.CONCERN, "G", 3), event(InterventionKind.IMPROVING, "G", 20),
+              event(InterventionKind.CONCERN, "G", 57)]
+    out = late_dips(events, rows, scores, cohort, thresholds(PolicyConfig(), 0.65))
+    assert (out.dips, out.caught, out.late) == (7, 1, 6)
+    assert out.reasons == {ALREADY: 1, DUE: 2, HELD: 1, TOO_EARLY: 1, BELOW_ENTRY: 1}
+    assert out.by_kind["avoidance"] == {BELOW_ENTRY: 1, DUE: 1}  # B and G
+    assert out.by_kind["young_carer"] == {ALREADY: 1} and out.by_kind["family_crisis"] == {DUE: 1}
+    assert out.holds == {Hold.NOTHING_RECENT.value: 1} and out.highest_scores == [0.3]
+    assert (out.labelled_days, out.label_dip_days) == (15, 5) and out.label_dip_share == pytest.approx(1 / 3)
+    assert json.loads(json.dumps(out.to_dict()))["reasons"] == out.reasons

@@ -8,7 +8,8 @@
   fairness   flagged shares by SEN and FSM group, and which behaviour drives a gap
   targets    what issue 13 asks for, and how each figure is shown
   diagnostics why targets are missed: an entry-threshold sweep (for understanding, never a choice)
-              and what the register showed at concerns outside a dip window
+              what the register showed at concerns outside a dip window, and what stood in the way
+              of each dip not caught within 20 school days
   run        one cohort replayed through the real engine and scored (`evaluate`)
   cohorts    the held-out and the shifted cohort (`evaluate_cohorts`)
 Rendering (the model card, tables, plots) lives in the `reports` package.

@@ -1,4 +1,4 @@
-"""Why targets are missed: two diagnostics of one evaluation cohort, for the model card.
+"""Why targets are missed: three diagnostics of one evaluation cohort, for the model card.
 
   threshold sweep   the real policy (models.evaluation.policy_sim) over the cohort's day-end
                     scores at several entry thresholds, each scored against ground truth. For
@@ -13,6 +13,12 @@
                     unexplained week from a pupil who usually attends is a concern whatever the
                     score). Concerns the register itself called for are counted as right in a
                     second, diagnostic precision; the target stays the one in `targets`.
+  late dips         each dip with no concern in its first 20 school days, under what came closest
+                    to one at the day ends of those days by the policy's own rules: already on the
+                    list, due (the day-end view raised it, the engine did not), held back by the
+                    register (which hold), too early in the year, or a score under the entry
+                    threshold with no register rule; for the last, how often the label called those
+                    day ends a dip (what the model was taught to score high).
 """
 
 from __future__ import annotations
@@ -26,10 +32,19 @@ import numpy as np
 
 from models.dataset import TrainingSet
 from models.evaluation.policy_sim import PolicySimulation
-from models.evaluation.scoring import NO_EPISODE, DayIndex, dip_window, score_alerts
+from models.evaluation.scoring import NO_EPISODE, WITHIN_DAYS, DayIndex, dip_window, first_in_window, score_alerts
 from models.evaluation.targets import BY_KEY
 from models.evaluation.truth import DIP_KINDS, HEALTH_KINDS, ONE_OFF_KINDS, Truth
-from models.policy import POLICY_COUNTS, PolicyConfig, PolicyRow, policy_inputs, register_tier, thresholds
+from models.policy import (
+    POLICY_COUNTS,
+    PolicyConfig,
+    PolicyRow,
+    concern_hold,
+    concern_tier,
+    policy_inputs,
+    register_tier,
+    thresholds,
+)
 from schemas.events import InterventionEvent, InterventionKind, WindowSummary
 
 SWEEP_THRESHOLDS = (0.3, 0.4, 0.5, 0.55, 0.6, 0.65, 0.7, 0.8)
@@ -167,4 +182,126 @@ def outside_dip_concerns(events: Iterable[InterventionEvent], truth: Truth, scho
         counts.pupils = len(pupils[group])
     out.outside.pupils = sum(len(p) for p in pupils.values())
     out.by_group = {g: out.by_group[g] for g in GROUPS if g in out.by_group}
+    return out
+
+
+# -- dips not caught within 20 school days ----------------------------------------------------
+# Why a dip had no concern in its first 20 school days, judged at the day ends of those days from
+# the closest the policy came to raising one: the pupil was already on the list (flagged, or in the
+# cool-down after an `improving`), the score reached the entry threshold but the register held the
+# concern back (by which hold), the year had too few sessions yet, or the score stayed under the
+# entry threshold and no register rule asked for a concern. DUE: at some day end the policy would
+# have raised one, but the engine, deciding at every mark, did not (its view between marks differs).
+ALREADY, DUE, HELD, TOO_EARLY, BELOW_ENTRY = "already_flagged", "due", "held", "too_early", "below_entry"
+LATE_REASONS = (ALREADY, DUE, HELD, TOO_EARLY, BELOW_ENTRY)  # closest to a concern first
+
+
+@dataclass
+class LateDips:
+    dips: int = 0
+    caught: int = 0  # a concern within 20 school days of onset (or up to a week before it)
+    reasons: dict[str, int] = field(default_factory=dict)  # reason -> dips not caught
+    holds: dict[str, int] = field(default_factory=dict)  # for HELD: the hold on most of the days it held
+    by_kind: dict[str, dict[str, int]] = field(default_factory=dict)  # dip kind -> reason -> dips
+    highest_scores: list[float] = field(default_factory=list)  # for BELOW_ENTRY: each dip's highest score
+    # For BELOW_ENTRY: their first 20 school days' day ends with a label, and of those the label calls
+    # a dip (what the model learns to score high).
+    labelled_days: int = 0
+    label_dip_days: int = 0
+
+    @property
+    def label_dip_share(self) -> float | None:
+        return self.label_dip_days / self.labelled_days if self.labelled_days else None
+
+    @property
+    def late(self) -> int:
+        return self.dips - self.caught
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"dips": self.dips, "caught": self.caught, "reasons": dict(self.reasons), "holds": dict(self.holds),
+                "by_kind": {k: dict(v) for k, v in self.by_kind.items()},
+                "highest_scores": list(self.highest_scores), "labelled_days": self.labelled_days,
+                "label_dip_days": self.label_dip_days}
+
+
+def _on_the_list(events: Iterable[InterventionEvent], cooldown_days: int) -> dict[str, list[tuple[int, int]]]:
+    """pupil -> ordinal day spans (first, last) in which a new concern could not be raised: from a
+    concern to the `improving` that closes it, and the cool-down after that."""
+    spans: dict[str, list[tuple[int, int]]] = {}
+    opened: dict[str, int] = {}
+    for event in sorted(events, key=lambda e: (e.pupil_id, e.as_of)):
+        day = event.as_of.toordinal()
+        if event.kind is InterventionKind.CONCERN and not event.escalation:
+            opened.setdefault(event.pupil_id, day)
+        elif event.kind is InterventionKind.IMPROVING and event.pupil_id in opened:
+            spans.setdefault(event.pupil_id, []).append((opened.pop(event.pupil_id), day + cooldown_days - 1))
+    for pupil, day in opened.items():
+        spans.setdefault(pupil, []).append((day, dt.date.max.toordinal()))
+    return spans
+
+
+def late_dips(events: Sequence[InterventionEvent], rows: TrainingSet, scores: np.ndarray, truth: Truth,
+              config: PolicyConfig) -> LateDips:
+    """Every dip episode: caught within 20 school days by the engine's concerns, or why not, from
+    the policy's own rules at the day ends of the dip's first 20 school days (module comment)."""
+    day_index = DayIndex(rows.school_days)
+    alerts: dict[str, list[int]] = {}
+    for event in events:
+        if event.kind is InterventionKind.CONCERN and not event.escalation:
+            alerts.setdefault(event.pupil_id, []).append(day_index(event.as_of))
+    alerts = {pupil: sorted(days) for pupil, days in alerts.items()}
+    listed = _on_the_list(events, config.cooldown_days)
+    ordinals = np.array([d.toordinal() for d in rows.school_days], dtype=np.int64)
+    dip_pupils = [p for p in truth.pupils if truth.has_dip(p)]
+    keep = np.isin(rows.pupil_id, dip_pupils)
+    pupil_of, day_of, score_of = rows.pupil_id[keep], rows.day[keep].astype(np.int64), np.asarray(scores)[keep]
+    label_of = rows.y[keep]
+    inputs = policy_inputs({k: v[keep] for k, v in rows.stats.items()}, day_of, config)
+    position = np.searchsorted(ordinals, day_of)
+    rows_of: dict[str, np.ndarray] = {}
+    for pupil in dip_pupils:
+        rows_of[pupil] = np.flatnonzero(pupil_of == pupil)
+    out = LateDips()
+    for pupil in dip_pupils:
+        for episode in truth.episodes.get(pupil, ()):
+            if episode.kind not in DIP_KINDS:
+                continue
+            window = dip_window(episode, day_index)
+            onset = window[0]
+            out.dips += 1
+            first = first_in_window(alerts.get(pupil, []), window)
+            if first is not None and first - onset <= WITHIN_DAYS:
+                out.caught += 1
+                continue
+            mine = rows_of[pupil]
+            mine = mine[(position[mine] >= onset) & (position[mine] <= onset + WITHIN_DAYS)]
+            found: set[str] = set()
+            holds: dict[str, int] = {}
+            for i in mine.tolist():
+                row, score, day = inputs.row(i), float(score_of[i]), int(day_of[i])
+                if any(start <= day <= end for start, end in listed.get(pupil, ())):
+                    found.add(ALREADY)
+                elif row.possible_ytd < config.min_possible_sessions:
+                    found.add(TOO_EARLY)
+                elif concern_tier(config, score, row) == 0:
+                    found.add(BELOW_ENTRY)
+                else:
+                    hold = concern_hold(config, row)
+                    if hold is None:
+                        found.add(DUE)
+                    else:
+                        found.add(HELD)
+                        holds[hold.value] = holds.get(hold.value, 0) + 1
+            reason = next((r for r in LATE_REASONS if r in found), BELOW_ENTRY)
+            out.reasons[reason] = out.reasons.get(reason, 0) + 1
+            out.by_kind.setdefault(episode.kind, {}).setdefault(reason, 0)
+            out.by_kind[episode.kind][reason] += 1
+            if reason == HELD:
+                main = max(sorted(holds), key=lambda h: holds[h])
+                out.holds[main] = out.holds.get(main, 0) + 1
+            if reason == BELOW_ENTRY:
+                out.highest_scores.append(float(score_of[mine].max()) if len(mine) else float("nan"))
+                out.labelled_days += int((label_of[mine] >= 0).sum())
+                out.label_dip_days += int((label_of[mine] == 1).sum())
+    out.reasons = {r: out.reasons[r] for r in LATE_REASONS if r in out.reasons}
     return out

@@ -31,7 +31,7 @@ from models.evaluation.baselines import (
     baseline_alerts,
     baseline_scores,
 )
-from models.evaluation.diagnostics import OutsideDipConcerns, outside_dip_concerns, threshold_sweep
+from models.evaluation.diagnostics import LateDips, OutsideDipConcerns, late_dips, outside_dip_concerns, threshold_sweep
 from models.evaluation.fairness import FairnessAudit, audit
 from models.evaluation.ranking import ranking_metrics
 from models.evaluation.scoring import by_kind, score_alerts
@@ -103,6 +103,7 @@ class CohortEvaluation:
     # showed at the concerns raised outside every dip window.
     threshold_sweep: list[dict[str, Any]] = field(default_factory=list)
     outside_dip: OutsideDipConcerns = field(default_factory=OutsideDipConcerns)
+    late_dips: LateDips = field(default_factory=LateDips)
 
     def passes(self, key: str, system: str = MODEL) -> bool | None:
         return BY_KEY[key].passes(self.metrics[system].get(key))
@@ -119,6 +120,7 @@ class CohortEvaluation:
         out = asdict(self)
         out["fairness"] = self.fairness.to_dict()
         out["outside_dip"] = self.outside_dip.to_dict()
+        out["late_dips"] = self.late_dips.to_dict()
         return out
 
 
@@ -164,6 +166,7 @@ def evaluate(model: RiskModel, marks_csv: Path, truth_csv: Path, roster_csv: Pat
     metrics[MODEL].update(ranking_metrics(model_scores, rows.y))
     sweep = threshold_sweep(rows, model_scores, truth, engine.policy)
     outside = outside_dip_concerns(events, truth, school_days, engine.policy)
+    late = late_dips(events, rows, model_scores, truth, engine.policy)
     pupil_index, day_index = _row_positions(rows)
     for system in BASELINES:
         metrics[system].update(ranking_metrics(baseline_scores(register, pupil_index, day_index, system), rows.y,
@@ -189,7 +192,7 @@ def evaluate(model: RiskModel, marks_csv: Path, truth_csv: Path, roster_csv: Pat
         timing={"replay_seconds": round(replay_seconds, 1),
                 "marks_per_second": round(report.read / max(replay_seconds, 1e-9)),
                 "total_seconds": round(time.perf_counter() - started, 1)},
-        threshold_sweep=sweep, outside_dip=outside,
+        threshold_sweep=sweep, outside_dip=outside, late_dips=late,
     )
 
 
