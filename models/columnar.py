@@ -509,8 +509,9 @@ def _later_amendments(chunk: _Chunk, outcome: np.ndarray, by_session: np.ndarray
 def _walk(engine: DecisionEngine, inputs, pupil_of_row: np.ndarray, policies: list[PolicyState],
           batch) -> tuple[list[_Decided], np.ndarray, int]:
     """`health_needs` and `decide` per pupil in mark order, on the rows where they can act: the
-    engine's candidates, and every row while the pupil is flagged. Scores are computed for the
-    candidate rows, then, for pupils once flagged, for all their later rows."""
+    engine's candidates where a concern is due at their score, and every row while the pupil is
+    flagged. Scores are computed for the candidate rows, then, for pupils once flagged, for all
+    their later rows."""
     config = engine.policy
     n = len(pupil_of_row)
     rows = PolicyRows(inputs)
