@@ -314,7 +314,6 @@ class SmallBatchScorer:
             probability[(1.0 < probability) & (probability <= 1.0 + 1e-5)] = 1.0
         return probability
 
-
     def score_one(self, row: np.ndarray) -> float:
         """One row's probability: `score`'s numbers, by the single-row layout."""
         values = np.repeat(row, self.split_counts)

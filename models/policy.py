@@ -164,7 +164,7 @@ POLICY_COUNTS: tuple[str, ...] = (
 
 class PolicyRow(NamedTuple):
     """The policy's inputs for one mark (one row of `PolicyInputs`). A named tuple, not a frozen
-    dataclass: as immutable, and a quarter of the cost to build (the columnar replay builds one
+    dataclass: as immutable, and a third of the cost to build (the columnar replay builds one
     for every row a rule reads)."""
 
     day: int  # ordinal of the latest school day seen for the pupil
