@@ -398,19 +398,21 @@ def _late_in_words(late: LateDips) -> str:
     if not late.late:
         return "Every dip was caught within 20 school days."
     reasons = sorted(late.reasons.items(), key=lambda kv: -kv[1])
-    main, count = reasons[0]
-    text = (f"Of the {late.late} dips not caught within 20 school days, {count} had a first 20 school days in which "
-            f"{_late_name(main)}")
-    if main == BELOW_ENTRY and late.highest_scores:
-        text += f" (the median of their highest scores {statistics.median(late.highest_scores):.2f}"
-        if late.label_dip_share is not None:
-            text += (f"; the label, which the model learns, calls {late.label_dip_share:.0%} of those dips' "
-                     f"{late.labelled_days} labelled day ends a dip")
-        text += ")"
-    rest = "; ".join(f"{n}: {_late_name(r)}" for r, n in reasons[1:])
-    return text + (f"; {rest}." if rest else ".") + (
-        " The score, not the register's holds, is what makes these dips late: the model does not yet see "
-        "them in their first weeks." if main == BELOW_ENTRY else "")
+    parts = []
+    for reason, count in reasons:
+        part = f"{count}, {_late_name(reason)}"
+        if reason == BELOW_ENTRY and late.highest_scores:
+            part += f" (the median of their highest scores {statistics.median(late.highest_scores):.2f}"
+            if late.label_dip_share is not None:
+                part += (f"; the label, which the model learns, calls {late.label_dip_share:.0%} of those dips' "
+                         f"{late.labelled_days} labelled day ends a dip")
+            part += ")"
+        parts.append(part)
+    text = f"Of the {late.late} dips not caught within 20 school days, in their first 20 school days: {'; '.join(parts)}."
+    if reasons[0][0] == BELOW_ENTRY:
+        text += (" The score, not the register's holds, is what makes these dips late: the model does not yet see "
+                 "them in their first weeks.")
+    return text
 
 
 def _late_name(reason: str, policy: PolicyConfig | None = None) -> str:
