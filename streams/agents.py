@@ -84,10 +84,12 @@ def register(app: faust.App, parts: WorkerParts) -> dict[str, faust.types.AgentT
     @app.task
     async def load_model_at_start() -> None:
         runtime.load()
+        runtime.settle_long_lived_objects()
 
     @app.timer(interval=settings.model_reload_interval_s)
     async def reload_model() -> None:
-        runtime.reload_if_changed()
+        if runtime.reload_if_changed():
+            runtime.settle_long_lived_objects()
 
     # A batch that cannot be delivered is left unacknowledged (streams.batching); stopping the
     # worker, rather than restarting the agent past it, makes a restart read it again.

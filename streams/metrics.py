@@ -85,6 +85,11 @@ class WorkerMetrics:
             ["action", "result"], registry=registry,
         )
         self.model_info = Info("reconnect_model", "The loaded risk model.", registry=registry)
+        self.gc_frozen_objects = Gauge(
+            "reconnect_worker_gc_frozen_objects",
+            "Objects in the cycle collector's permanent generation: what was alive once the model loaded, "
+            "which full collections no longer walk.", registry=registry,
+        )
         self.model_loaded = Gauge(
             "reconnect_model_loaded", "1 when a risk model is loaded and scoring.", registry=registry,
         )

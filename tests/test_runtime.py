@@ -118,3 +118,29 @@ def test_scoring_really_runs_on_one_thread():
     unpinned = subprocess.run([sys.executable, "-c", probe.replace("pin_scoring_threads(1)", "")],
                               capture_output=True, text=True, env=env, timeout=120, check=True)
     assert "2]" in unpinned.stdout  # the probe can see a pool that is not pinned
+
+
+def test_long_lived_objects_are_settled_out_of_the_collectors_way_and_a_replaced_model_can_still_go(tmp_path,
+                                                                                                   model_path):
+    import gc
+    import weakref
+
+    runtime = _runtime(model_path)
+    assert runtime.load()
+    runtime.engine.itself = runtime.engine  # a cycle: only the collector can free the engine once replaced
+    old_engine = weakref.ref(runtime.engine)
+    try:
+        frozen = runtime.settle_long_lived_objects()
+        assert frozen == gc.get_freeze_count() > 10_000
+        assert _sample(runtime, "reconnect_worker_gc_frozen_objects") == frozen
+        copy = tmp_path / "model.skops"
+        shutil.copy(model_path, copy)
+        runtime.settings = Settings(model_path=copy)
+        assert runtime.reload_if_changed() and runtime.engine is not old_engine()
+        gc.collect()
+        assert old_engine() is not None  # frozen: no collection reaches it while it stays so
+        runtime.settle_long_lived_objects()
+        assert old_engine() is None  # unfrozen, collected, then what is alive frozen again
+        assert gc.get_freeze_count() > 10_000
+    finally:
+        gc.unfreeze()

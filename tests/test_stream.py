@@ -80,6 +80,7 @@ def test_marks_in_interventions_out_and_everything_reconciles(broker, model_path
         assert settled(values), values
         assert metric_sum(values, "reconnect_marks_dead_lettered_total") == 5
         assert metric_sum(values, "reconnect_marks_rekeyed_total") == 1
+        assert metric_sum(values, "reconnect_worker_gc_frozen_objects") > 10_000  # settled once the model loaded
         applied = metric_sum(values, "reconnect_marks_applied_total")
         assert applied == published + 1
 
