@@ -80,9 +80,10 @@ class Runtime:
         """Collect once, then move every object alive into the collector's permanent generation
         (`gc.freeze`); returns how many are there. Once the model is loaded, what is alive (the
         modules, the model's trees, Faust's and aiokafka's machinery) lives as long as the worker,
-        yet each full collection walked all of it: 100-145 ms with the worker stopped, five times in
-        a two-minute burst, and the marks waiting behind those pauses were the latency's tail. Done
-        again after a reload, after unfreezing, so the replaced model can still be collected."""
+        yet each full collection walked all of it: the event loop stood still for 100-145 ms, six
+        times in a two-minute burst run, and the marks waiting behind those pauses were the
+        latency's tail. Done again after a reload, after unfreezing, so the replaced model can
+        still be collected."""
         gc.unfreeze()
         gc.collect()
         gc.freeze()
