@@ -37,10 +37,11 @@ from models.evaluation.baselines import (
     baseline_alerts,
 )
 from models.evaluation.fairness import FairnessAudit, audit
-from models.evaluation.run import MODEL, OFFLINE_LIMITS, concern_alerts, event_counts
+from models.evaluation.run import MODEL, OFFLINE_LIMITS, event_counts
 from models.evaluation.scoring import (
     SCHOOL_DAYS_PER_WEEK,
     DayIndex,
+    concern_alerts,
     dip_window,
     first_in_window,
     score_alerts,

@@ -32,7 +32,15 @@ import numpy as np
 
 from models.dataset import TrainingSet
 from models.evaluation.policy_sim import PolicySimulation
-from models.evaluation.scoring import NO_EPISODE, WITHIN_DAYS, DayIndex, dip_window, first_in_window, score_alerts
+from models.evaluation.scoring import (
+    NO_EPISODE,
+    WITHIN_DAYS,
+    DayIndex,
+    concern_alerts,
+    dip_window,
+    first_in_window,
+    score_alerts,
+)
 from models.evaluation.targets import BY_KEY
 from models.evaluation.truth import DIP_KINDS, HEALTH_KINDS, ONE_OFF_KINDS, Truth
 from models.policy import (
@@ -245,11 +253,7 @@ def late_dips(events: Sequence[InterventionEvent], rows: TrainingSet, scores: np
     """Every dip episode: caught within 20 school days by the engine's concerns, or why not, from
     the policy's own rules at the day ends of the dip's first 20 school days (module comment)."""
     day_index = DayIndex(rows.school_days)
-    alerts: dict[str, list[int]] = {}
-    for event in events:
-        if event.kind is InterventionKind.CONCERN and not event.escalation:
-            alerts.setdefault(event.pupil_id, []).append(day_index(event.as_of))
-    alerts = {pupil: sorted(days) for pupil, days in alerts.items()}
+    alerts = {pupil: sorted(day_index(d) for d in days) for pupil, days in concern_alerts(events).items()}
     listed = _on_the_list(events, config.cooldown_days)
     ordinals = np.array([d.toordinal() for d in rows.school_days], dtype=np.int64)
     dip_pupils = [p for p in truth.pupils if truth.has_dip(p)]

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Mapping, MutableMapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -34,13 +34,13 @@ from models.evaluation.baselines import (
 from models.evaluation.diagnostics import LateDips, OutsideDipConcerns, late_dips, outside_dip_concerns, threshold_sweep
 from models.evaluation.fairness import FairnessAudit, audit
 from models.evaluation.ranking import ranking_metrics
-from models.evaluation.scoring import by_kind, score_alerts
+from models.evaluation.scoring import by_kind, concern_alerts, score_alerts
 from models.evaluation.targets import BY_KEY, TARGETS
 from models.evaluation.truth import Truth
 from models.policy import PolicyConfig
 from models.replay import replay_file
 from models.state import PupilState
-from schemas.events import InterventionEvent, InterventionKind
+from schemas.events import InterventionEvent
 from schemas.marks import MarkLimits, RegisterMark
 
 MODEL = "model"
@@ -71,15 +71,6 @@ class ObservedEngine:
             merged.merge(result, offset)
             offset += len(piece)
         return merged
-
-
-def concern_alerts(events: Sequence[InterventionEvent]) -> dict[str, list[dt.date]]:
-    """pupil -> dates of raised concerns (escalations are not alerts)."""
-    alerts: dict[str, list[dt.date]] = defaultdict(list)
-    for event in events:
-        if event.kind is InterventionKind.CONCERN and not event.escalation:
-            alerts[event.pupil_id].append(event.as_of)
-    return dict(alerts)
 
 
 def event_counts(events: Sequence[InterventionEvent]) -> dict[str, int]:

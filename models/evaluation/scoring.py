@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import datetime as dt
 import statistics
+from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -36,12 +37,22 @@ from models.evaluation.truth import (
     Episode,
     Truth,
 )
+from schemas.events import InterventionEvent, InterventionKind
 
 EARLY_GRACE_DAYS = 5
 LATE_GRACE_DAYS = 10
 WITHIN_DAYS = 20
 SCHOOL_DAYS_PER_WEEK = 5
 NO_EPISODE = "no_episode"  # pupils with no truth row: the cohort's ordinary attendance
+
+
+def concern_alerts(events: Sequence[InterventionEvent]) -> dict[str, list[dt.date]]:
+    """pupil -> dates of raised concerns (escalations are not alerts)."""
+    alerts: dict[str, list[dt.date]] = defaultdict(list)
+    for event in events:
+        if event.kind is InterventionKind.CONCERN and not event.escalation:
+            alerts[event.pupil_id].append(event.as_of)
+    return dict(alerts)
 
 
 def _ratio(a: int, b: int) -> float | None:
