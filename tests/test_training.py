@@ -10,13 +10,16 @@ import pytest
 from models.artifact import ModelCompatibilityError, RiskModel, load_model, save_model
 from models.dataset import KEPT_STATS, TrainingSet
 from models.features import FEATURE_NAMES
+from models.evaluation.policy_sim import PolicySimulation
 from models.policy import PolicyConfig
 from models.training import (
     MONOTONIC,
     MONOTONIC_CST,
     choose_policy,
     make_pipeline,
+    policy_rows,
     simulate_alert_rate,
+    time_and_school_split,
 )
 
 
@@ -101,3 +104,33 @@ def test_a_tighter_budget_never_lowers_the_threshold():
     tight, _ = choose_policy(scores, ts, 1.0)
     assert tight.enter_score >= loose.enter_score
     assert simulate_alert_rate(scores, ts, tight) <= 1.0
+
+
+def test_the_threshold_is_chosen_over_the_held_out_schools_whole_year():
+    """Started cold at the cutoff, the policy would raise a concern on the cutoff's first day for a
+    pupil already deep in a dip and count it as caught at once; run from the first day, as the
+    engine runs, that pupil was raised long before and the cutoff changes nothing."""
+    two_schools = synthetic(40, 40, seed=5)
+    two_schools.school_id[two_schools.pupil_id.astype(str) >= "P2"] = "T"
+    split = time_and_school_split(two_schools, seed=0)
+    chosen = policy_rows(two_schools, split)
+    held_out = np.isin(two_schools.school_id, split.test_schools)
+    assert split.test_schools and (chosen == held_out).all()
+    assert two_schools.day[chosen].min() < split.cutoff_day <= two_schools.day[chosen].max()
+    assert not (chosen & split.train).any()
+
+    one_school = synthetic(10, 40, seed=5)
+    alone = time_and_school_split(one_school, seed=0)
+    assert (policy_rows(one_school, alone) == (one_school.day >= alone.cutoff_day)).all()
+
+    # One pupil scored high every day: from the first day the policy raises them once, on the
+    # first day it may; from the cutoff it would raise them again there.
+    pupil = two_schools.pupil_id == two_schools.pupil_id[chosen][0]
+    rows = two_schools.subset(pupil)
+    config = PolicyConfig(enter_score=0.5, exit_score=0.2, tier2_score=0.6, tier3_score=0.7, min_possible_sessions=1)
+    whole_year = PolicySimulation(rows, config).alerts(np.full(len(rows), 0.9), config)
+    later = rows.subset(rows.day >= split.cutoff_day)
+    cold = PolicySimulation(later, config).alerts(np.full(len(later), 0.9), config)
+    (raised,) = whole_year.values()
+    assert raised == [dt.date.fromordinal(int(rows.day.min()))]
+    assert list(cold.values()) == [[dt.date.fromordinal(int(later.day.min()))]]

@@ -6,7 +6,7 @@
 
 Each is 1,200 pupils in four schools (two primary, two secondary) over a full year. Nothing is
 tuned on them: training simulates its own cohort (seed 7) and chooses its threshold on that
-cohort's held-out schools and weeks.
+cohort's held-out schools.
 """
 
 from __future__ import annotations
