@@ -140,7 +140,7 @@ def health_candidates(inputs: PolicyInputs, config: PolicyConfig) -> np.ndarray:
 def concern_candidates(inputs: PolicyInputs, config: PolicyConfig) -> np.ndarray:
     """Rows where `can_raise` may hold for some pupil: its conditions on the row alone (enough
     evidence this year, nothing on the register holding a concern back: `policy.concern_hold`'s
-    four holds, over the columns they read), leaving out only the pupil's own cool-down. The
+    five holds, over the columns they read), leaving out only the pupil's own cool-down. The
     engine and the columnar replay call `can_raise` / `decide` on these rows and skip the rest,
     where they return None and change nothing; tests/test_columnar.py holds this mask equal to
     `can_raise` for a pupil never alerted, row by row."""
@@ -148,7 +148,8 @@ def concern_candidates(inputs: PolicyInputs, config: PolicyConfig) -> np.ndarray
     known = c["known_run"]
     return ((c["possible_ytd"] >= config.min_possible_sessions) & ~c["health_absence"]
             & ~((known > 0) & (known <= config.explained_absence_grace_sessions))
-            & (c["unarranged_rate"] < config.concern_below_rate) & ~c["one_block"])
+            & (c["unarranged_rate"] < config.concern_below_rate) & ~c["one_block"]
+            & (c["usual_rate"] >= config.severe_absence_level))
 
 
 def concern_due(inputs: PolicyInputs, config: PolicyConfig, scores: np.ndarray) -> np.ndarray:

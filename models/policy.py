@@ -31,6 +31,11 @@ would say):
    holiday is judged by what follows it. Separate days off (illness on two Mondays) are not one
    spell and are not held by this rule; an unexplained absence longer than a week is a concern
    (at tier 2 or 3, below).
+5. `ALREADY_SEVERE`: the pupil's own level this year is under 50%: they have missed half their
+   sessions or more, which makes them severely absent (the DfE's term), and the school's
+   attendance lead already works with every such pupil. A concern is an early warning of a
+   change; for them it would tell nobody anything new. (On the training cohort, none of the 62
+   concerns raised for such pupils fell in a dip: their long spells are their pattern.)
 
 Tiers follow the register as well as the score (`register_tier`): a current run of unexplained
 absence of a week (10 sessions) or more, or under 50% attendance over the last two weeks, is at
@@ -117,6 +122,9 @@ class PolicyConfig(BaseModel):
     tier3_unexplained_run: int = Field(20, ge=1, description="Unexplained sessions in a row: tier 3.")
     severe_rate: float = Field(0.5, gt=0, le=1, description="Attendance under this over 20 sessions: tier 2 "
                                "at least; over the last 40 sessions: tier 3.")
+    severe_absence_level: float = Field(
+        0.5, ge=0, le=1, description="No concern for a pupil whose own earlier level this year is under this: "
+        "missing half their sessions or more, they are severely absent and already the attendance lead's.")
 
     @model_validator(mode="after")
     def _ordered(self) -> PolicyConfig:
@@ -150,6 +158,7 @@ class Hold(StrEnum):
     KNOWN_REASON = "known_reason"
     NOTHING_RECENT = "nothing_recent"
     ONE_BLOCK = "one_block"
+    ALREADY_SEVERE = "already_severe"
 
 
 # -- inputs -----------------------------------------------------------------------------------
@@ -261,6 +270,8 @@ def concern_hold(config: PolicyConfig, row: PolicyRow) -> Hold | None:
         return Hold.NOTHING_RECENT
     if row.one_block:
         return Hold.ONE_BLOCK
+    if row.usual_rate < config.severe_absence_level:
+        return Hold.ALREADY_SEVERE
     return None
 
 

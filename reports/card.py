@@ -155,6 +155,9 @@ def tiers_text(policy: PolicyConfig) -> str:
         f"and is at most {policy.one_block_ongoing_sessions // 2} school days old (its reason may not be entered "
         "yet: N is often amended to I or G by noon). Separate days off (illness on two Mondays) are not one spell; "
         "a concern about repeated short illness suggests a wellbeing conversation.",
+        f"5. **Already severely absent.** The pupil's own level this year is under {policy.severe_absence_level:.0%}: "
+        "they have missed half their sessions or more, and the school's attendance lead already works with them. "
+        "A concern is an early warning of a change; for them it would tell nobody anything new.",
         "",
         f"An unexplained absence of {policy.tier2_unexplained_run // 2} school days in a row, from a pupil who "
         f"usually attends (their own level this year at or above {policy.concern_below_rate:.0%}), is a concern "
@@ -194,7 +197,7 @@ def evaluation_section(report: EvaluationReport, info: dict[str, Any]) -> str:
         "## Evaluation on two unseen cohorts",
         "",
         f"Training simulated its own cohort (profile `default`, seed {info['training'].get('seed', '?')}) and chose "
-        "its threshold on that cohort's held-out schools and weeks. Neither cohort below was seen by training or "
+        "its threshold on that cohort's held-out schools. Neither cohort below was seen by training or "
         "by any choice made for the model: the held-out cohort has other pupils and schools of the training "
         "profile; the shifted cohort comes from a deliberately different profile (different dip shapes, illness "
         "season, look-alike lengths and mix).",
@@ -334,7 +337,7 @@ def sweep_section(report: EvaluationReport, policy: PolicyConfig) -> str:
         "#### Would another entry threshold have met both targets?",
         "",
         "This is for understanding only: nothing was chosen from it. The shipped entry score "
-        f"({policy.enter_score:.2f}) was chosen on the training cohort only (its held-out schools and weeks), never on "
+        f"({policy.enter_score:.2f}) was chosen on the training cohort only (its held-out schools), never on "
         "these cohorts. Each row runs the real alert policy over every pupil's end-of-day score on the cohort at "
         "that entry score, with the tiers and exit score spaced from it as training spaces them, and scores its "
         "concerns against the simulator's ground truth. It is the policy at day ends: the engine decides at every "
@@ -390,7 +393,8 @@ LATE_NAMES = {
 }
 HOLD_NAMES = {Hold.HEALTH.value: "illness", Hold.KNOWN_REASON.value: "a known reason waited out",
               Hold.NOTHING_RECENT.value: "90% or more of the last 20 sessions",
-              Hold.ONE_BLOCK.value: "one block, judged by what follows"}
+              Hold.ONE_BLOCK.value: "one block, judged by what follows",
+              Hold.ALREADY_SEVERE.value: "already severely absent"}
 
 
 def _late_in_words(late: LateDips) -> str:
@@ -665,16 +669,17 @@ def training_section(info: dict[str, Any], policy: PolicyConfig) -> str:
         + ", ".join(f"`{k}` {'+' if v > 0 else '-'}" for k, v in training.get("monotonic_constraints", {}).items())
         + ", others free.",
         f"- Alert threshold: the pastoral workload budget ({training.get('alert_budget_per_100_pupils_per_week')} "
-        "concerns per 100 pupils per week, `reconnect train --budget`) is a hard cap on the held-out split; within "
-        "it the entry threshold that meets the most of the targets above is chosen, then the best F1 of alert "
-        f"precision and recall within 20 days (against {metrics.get('threshold_chosen_against')}), by running the "
-        "real policy over day-end scores. "
+        "concerns per 100 pupils per week, `reconnect train --budget`) is a hard cap; within it the entry threshold "
+        "that meets the most of the targets above is chosen, then the best F1 of alert precision and recall within "
+        f"20 days (against {metrics.get('threshold_chosen_against')}), by running the real policy over day-end "
+        f"scores of {metrics.get('threshold_chosen_over', 'the held-out split')}, from the year's first day as the "
+        "engine runs. "
         f"Chosen: {policy.enter_score:.3f} (held-out rate {metrics.get('alerts_per_100_pupils_per_week')} per 100 "
         "pupils per week).",
         "- Explanations: per-feature log-odds contributions by occlusion against a typical pupil, one scoring call "
         "for every concern of a batch, grouped into attendance patterns in each alert.",
         "",
-        "Threshold sweep on the training cohort's held-out split:",
+        "Threshold sweep on the training cohort's held-out schools:",
         "",
         markdown(["enter score", "concerns /100/wk", "alert precision", "recall within 20 d", "median lead",
                   "one-off flagged", "no-dip flagged", "targets met", "F1", "within budget"],

@@ -232,6 +232,8 @@ def test_actions_follow_the_order_of_the_reasons_in_every_process():
     (policy_row(recent_rate=0.9, unarranged_rate=0.9), False),  # 18 of 20: nothing to talk about
     (policy_row(one_block=True), False),  # one block, judged by what followed it
     (policy_row(possible_ytd=19), False),  # too little evidence this year
+    (policy_row(usual_rate=0.45, rate_20=0.3, rate_40=0.3), False),  # severely absent all year: known already
+    (policy_row(usual_rate=0.5), True),  # half their sessions is the line, not below it
 ])
 def test_the_register_holds_a_concern_back(row, raised):
     state = PolicyState()

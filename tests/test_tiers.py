@@ -105,6 +105,23 @@ def test_a_pupil_at_90_percent_with_two_absences_is_no_concern(early_signs_model
     assert of_kind(events, InterventionKind.CONCERN) == []
 
 
+def test_a_pupil_absent_most_of_the_year_is_the_attendance_leads_already_not_a_concern():
+    """Missing half their sessions or more (severely absent), a long unexplained spell is their
+    pattern, and the school's attendance lead already has them. Concerns wait here for 80 possible
+    sessions, so the pupil's own level rests on 40 of them (on fewer it is shrunk towards a typical
+    pupil and not yet held). Illness still counts for health needs; a pupil at 70% is not held."""
+    model = constant_model(0.55)
+    model.policy = POLICY.model_copy(update={"min_possible_sessions": 80})
+    usual_week = [("N", "N"), ("N", "N"), ("N", "N"), ("N", "/"), PRESENT]  # 30% a week
+    severe, _ = run(model, usual_week * 10 + [("N", "N")] * 10)
+    assert of_kind(severe, InterventionKind.CONCERN) == []
+    ill, _ = run(model, usual_week * 10 + [("I", "I")] * 16)
+    assert len(of_kind(ill, InterventionKind.HEALTH_NEEDS)) == 1
+    persistent_week = [("N", "N"), ("N", "/"), ("/", "N"), PRESENT, PRESENT]  # 70%: persistently absent
+    persistent, _ = run(model, persistent_week * 10 + [("N", "N")] * 10)
+    assert of_kind(persistent, InterventionKind.CONCERN)
+
+
 def _row(days, config=POLICY):
     marks = pupil_marks("P1", MONDAY, days)
     state = PupilState("SCH1", 126, marks[0].date)
@@ -126,6 +143,7 @@ def _row(days, config=POLICY):
     ([PRESENT] * 30 + [("G", "G")] * 11, None),  # a holiday past two weeks
     ([PRESENT] * 30 + ([("I", "I")] + [PRESENT] * 4) * 2, None),  # two Mondays: a pattern, not a block
     ([PRESENT] * 30 + [("O", "O")] + [PRESENT] * 2 + [("O", "O")], None),  # two separate days off
+    ([("N", "N"), ("N", "N"), ("N", "N"), PRESENT, PRESENT] * 10 + [("N", "N")] * 3, Hold.ALREADY_SEVERE),
 ])
 def test_what_holds_a_concern_back(days, hold):
     assert concern_hold(POLICY, _row(days)) is hold
