@@ -9,3 +9,4 @@ BLOCK_MIN_SESSIONS = 4  # a block is at least two days; one day off is not a blo
 SHORT_BLOCK_SESSIONS = 20  # ten school days: the longest one-off block (an illness, a holiday)
 ILLNESS_SPELL_SESSIONS = 10  # a week of illness: with little else, the shortfall is a health matter
 OTHER_ABSENCES = 2  # sessions of other absence a block (or an illness) may come with
+SEVERE_ABSENCE_LEVEL = 0.5  # own level under it: severely absent (the DfE's term), the attendance lead's already

@@ -18,6 +18,10 @@ of the 20 days: the school knows about them; they are not a dip it needs telling
 At least `MIN_FUTURE_SESSIONS` possible sessions must lie ahead, and the pupil's own earlier
 level must rest on at least `MIN_EARLIER_SESSIONS` possible sessions this year (a dip is a change
 against the pupil's own level, which is unknown before then); otherwise the row has no label.
+Nor has a row whose own earlier level is under `SEVERE_ABSENCE_LEVEL` (50%): the pupil is already
+severely absent, the school's attendance lead already works with them, and the policy raises no
+concern for them (`models.policy`, `ALREADY_SEVERE`); their long spells are their pattern, not a
+change to warn of, and neither training nor a backtest should count them as dips.
 
 Why each part:
   * The floor keeps a 100% -> 93% wobble from counting.
@@ -47,6 +51,7 @@ from models.definitions import (
     FLOOR,
     ILLNESS_SPELL_SESSIONS,
     OTHER_ABSENCES,
+    SEVERE_ABSENCE_LEVEL,
     SHORT_BLOCK_SESSIONS,
 )
 from models.history import RegisterYear
@@ -66,7 +71,8 @@ DEFINITION = (
     f"of {ILLNESS_SPELL_SESSIONS // 2} school days or more, it is not a dip. Sessions the school arranged (a part-time "
     f"timetable C2, a suspension E) are left out of the {HORIZON_DAYS} days. Rows with fewer than "
     f"{MIN_FUTURE_SESSIONS} possible sessions ahead, or fewer than {MIN_EARLIER_SESSIONS} earlier possible "
-    f"sessions this year to know the pupil's own level by, are not labelled."
+    f"sessions this year to know the pupil's own level by, are not labelled; nor are rows of a pupil whose own "
+    f"earlier level is under {SEVERE_ABSENCE_LEVEL:.0%} (already severely absent)."
 )
 
 
@@ -170,7 +176,7 @@ def year_labels(year: RegisterYear, pupil: np.ndarray, day: np.ndarray, *,
         labels[rows] = pupil_labels(slot_day[keep], attended_all[p].reshape(-1)[keep],
                                     health_all[p].reshape(-1)[keep], n_days, day[rows], baseline[rows],
                                     horizon_days=horizon_days)
-    labels[~own_level_known] = -1
+    labels[~own_level_known | (baseline < SEVERE_ABSENCE_LEVEL)] = -1
     return labels
 
 

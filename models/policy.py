@@ -35,7 +35,8 @@ would say):
    sessions or more, which makes them severely absent (the DfE's term), and the school's
    attendance lead already works with every such pupil. A concern is an early warning of a
    change; for them it would tell nobody anything new. (On the training cohort, none of the 62
-   concerns raised for such pupils fell in a dip: their long spells are their pattern.)
+   concerns raised for such pupils fell in a dip: their long spells are their pattern.) The label
+   leaves their rows unlabelled, so training and the backtest agree (`models.labels`).
 
 Tiers follow the register as well as the score (`register_tier`): a current run of unexplained
 absence of a week (10 sessions) or more, or under 50% attendance over the last two weeks, is at
@@ -66,6 +67,7 @@ from models.definitions import (
     FLOOR,
     ILLNESS_SPELL_SESSIONS,
     OTHER_ABSENCES,
+    SEVERE_ABSENCE_LEVEL,
 )
 from models.rates import rate
 from models.school_year import academic_year
@@ -123,7 +125,7 @@ class PolicyConfig(BaseModel):
     severe_rate: float = Field(0.5, gt=0, le=1, description="Attendance under this over 20 sessions: tier 2 "
                                "at least; over the last 40 sessions: tier 3.")
     severe_absence_level: float = Field(
-        0.5, ge=0, le=1, description="No concern for a pupil whose own earlier level this year is under this: "
+        SEVERE_ABSENCE_LEVEL, ge=0, le=1, description="No concern for a pupil whose own earlier level this year is under this: "
         "missing half their sessions or more, they are severely absent and already the attendance lead's.")
 
     @model_validator(mode="after")

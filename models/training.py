@@ -251,8 +251,9 @@ def train(marks: Iterable, *, window_days: int, data_sha256: str, seed: int = 0,
         "alerts_per_100_pupils_per_week": round(alerts_rate, 3), "budget_met": bool(alerts_rate <= budget),
         "threshold_objective": next(s["objective"] for s in sweep if s["enter_score"] == policy.enter_score),
         "threshold_chosen_against": "ground truth (validation cohort)" if validation_truth else "label episodes",
-        "threshold_chosen_over": (f"the held-out schools' whole year ({len(split.test_schools)} schools, "
-                                  f"{len(policy_set):,} day ends)" if split.test_schools
+        "threshold_chosen_over": (f"the held-out schools' whole year ({len(split.test_schools)} "
+                                  f"school{'s' if len(split.test_schools) > 1 else ''}, {len(policy_set):,} day ends)"
+                                  if split.test_schools
                                   else f"the later school days ({len(policy_set):,} day ends)"),
     }
     # Refit on every row for the shipped model: the split above was for honest numbers.

@@ -17,7 +17,7 @@ from models.evaluation.scoring import score_alerts
 from models.evaluation.targets import BY_KEY, TARGETS
 from models.evaluation.truth import DIP_KINDS, KNOWN_KINDS, Episode, Truth
 from models.history import RegisterHistory
-from models.labels import pupil_labels
+from models.labels import pupil_labels, year_labels
 from schemas.events import WindowSummary
 
 START = dt.date(2025, 9, 1)
@@ -137,6 +137,18 @@ def test_label_ignores_one_block_and_an_illness_but_not_a_pattern():
     assert label(set(range(20, 30)), 25) == 0
     assert label(set(range(20, 32)), 25) == 1  # twelve days: longer than a short block
     assert label(set(), 55) == -1  # too little future to label
+
+
+def test_a_severely_absent_pupil_is_not_labelled_a_pupil_at_60_percent_is():
+    """The same four weeks of unexplained absence after ten weeks at 30% (own level under 50%: the
+    attendance lead's already, and the policy raises nothing) and after ten weeks at 60%."""
+    severe_week = [("N", "N"), ("N", "N"), ("N", "N"), ("N", "/"), ("/", "\\")]
+    persistent_week = [("N", "N"), ("N", "/"), ("/", "\\"), ("/", "\\"), ("/", "\\")]
+    tail = [("N", "N")] * 20 + [("/", "\\")] * 25
+    register = register_of({"S1": severe_week * 10 + tail, "P1": persistent_week * 10 + tail})
+    row_day = 49  # the last day before the four weeks
+    labels = year_labels(register, np.array([register.index["S1"], register.index["P1"]]), np.array([row_day] * 2))
+    assert labels.tolist() == [-1, 1]
 
 
 def test_ranking_metrics_round_once_and_skip_unknown_labels():
