@@ -33,7 +33,7 @@ from models.evaluation.diagnostics import (
     meets_both,
     thresholds_meeting_both,
 )
-from models.evaluation.fairness import MAX_RATIO, FairnessAudit
+from models.evaluation.fairness import MAX_RATIO, Comparison, FairnessAudit
 from models.evaluation.run import MODEL, CohortEvaluation, EvaluationReport
 from models.evaluation.scoring import EARLY_GRACE_DAYS, LATE_GRACE_DAYS, NO_EPISODE
 from models.evaluation.targets import BY_KEY, TARGETS
@@ -585,8 +585,20 @@ def _gap_lines(audit: FairnessAudit) -> list[str]:
                        f"at equal attendance it is still {fmt(c.adjusted_ratio, 2)}x: not explained by attendance "
                        "alone")
             lines.append(f"- {who}: flagged without a dip {fmt(c.group_share)} against {fmt(c.versus_share)}, "
-                         f"{fmt(c.ratio, 2)}x, over {MAX_RATIO:g}x; {because}.")
+                         f"{fmt(c.ratio, 2)}x, over {MAX_RATIO:g}x; {because}. {_how_sure(c)}")
     return lines
+
+
+def _how_sure(c: Comparison) -> str:
+    counts = f"{c.group_flagged} of {c.group_pupils} pupils against {c.versus_flagged} of {c.versus_pupils}"
+    interval = c.ratio_interval
+    if interval is None:
+        return f"With {counts}, no interval can be given."
+    if c.clearly_over:
+        return (f"With {counts}, the 95% interval of the ratio is {interval[0]:.2f}-{interval[1]:.2f}x, all of it "
+                f"over {MAX_RATIO:g}x: a gap these numbers show clearly.")
+    return (f"With {counts}, the 95% interval of the ratio is {interval[0]:.2f}-{interval[1]:.2f}x, which reaches "
+            f"down to {MAX_RATIO:g}x or below: so few pupils cannot tell this gap from chance.")
 
 
 def fairness_section(report: EvaluationReport) -> str:
@@ -598,7 +610,9 @@ def fairness_section(report: EvaluationReport) -> str:
         "simulator), so more concerns in those groups are expected; what must not differ is whether their dips "
         "are found, and how often pupils *without* a dip are flagged (within "
         f"{MAX_RATIO:g}x of the comparison group, or explained by the behaviour the model sees). Groups are small "
-        "(an EHC-plan group has tens of pupils), so single-cohort ratios are noisy.",
+        "(an EHC-plan group has tens of pupils), so single-cohort ratios are noisy: each comes with its counts and "
+        "a 95% interval (log scale), and a gap counts as shown only when the whole interval is over "
+        f"{MAX_RATIO:g}x.",
     ]
     for cohort in report.cohorts:
         lines += ["", f"### {cohort.name} cohort", "", fairness_markdown(cohort.fairness), "",

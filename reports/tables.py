@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from models.evaluation.baselines import LAST4, YTD
-from models.evaluation.fairness import MAX_RATIO, FairnessAudit
+from models.evaluation.fairness import MAX_RATIO, Comparison, FairnessAudit
 from models.evaluation.run import MODEL, EvaluationReport
 from models.evaluation.targets import METRICS, TARGETS
 
@@ -82,14 +82,21 @@ def fairness_rows(audit: FairnessAudit) -> tuple[list[str], list[list[str]]]:
     return header, rows
 
 
+def ratio_interval_text(c: Comparison) -> str:
+    interval = c.ratio_interval
+    return "n/a" if interval is None else f"{interval[0]:.2f}-{interval[1]:.2f}"
+
+
 def comparison_rows(audit: FairnessAudit) -> tuple[list[str], list[list[str]]]:
-    header = ["Group vs comparison", "Flagged without a dip", "Ratio", f"Within {MAX_RATIO:g}x",
+    header = ["Group vs comparison", "Flagged without a dip", "Ratio", "95% interval", f"Within {MAX_RATIO:g}x",
               "Ratio at equal attendance", "Mean attendance (no dip)"]
     rows = []
     for c in audit.comparisons:
-        rows.append([f"{c.attribute} = {c.group} vs {c.versus}", f"{fmt(c.group_share)} vs {fmt(c.versus_share)}",
-                     fmt(c.ratio, 2), {True: "yes", False: "no", None: "n/a"}[c.within], fmt(c.adjusted_ratio, 2),
-                     f"{fmt(c.group_mean_attendance)} vs {fmt(c.versus_mean_attendance)}"])
+        rows.append([f"{c.attribute} = {c.group} vs {c.versus}",
+                     f"{c.group_flagged} of {c.group_pupils} ({fmt(c.group_share)}) vs {c.versus_flagged} of "
+                     f"{c.versus_pupils} ({fmt(c.versus_share)})",
+                     fmt(c.ratio, 2), ratio_interval_text(c), {True: "yes", False: "no", None: "n/a"}[c.within],
+                     fmt(c.adjusted_ratio, 2), f"{fmt(c.group_mean_attendance)} vs {fmt(c.versus_mean_attendance)}"])
     return header, rows
 
 

@@ -11,7 +11,7 @@ import pytest
 
 from devtools.registers import MONDAY, pupil_marks
 from models.evaluation.baselines import LAST4, YTD, baseline_alerts, first_fires
-from models.evaluation.fairness import audit
+from models.evaluation.fairness import Comparison, audit
 from models.evaluation.ranking import ranking_metrics
 from models.evaluation.scoring import score_alerts
 from models.evaluation.targets import BY_KEY, TARGETS
@@ -171,6 +171,26 @@ def test_fairness_ratio_and_what_drives_it():
                       if c.group == "sen_support")
     assert comparison.ratio == pytest.approx(6.0) and not comparison.within
     assert comparison.adjusted_ratio == pytest.approx(1.0) and comparison.explained_by_attendance
+    # 6 of 10 against 1 of 10: log(6) +- 1.96 * sqrt(1/6 - 1/10 + 1/1 - 1/10), by hand 0.87 to 41.2.
+    assert (comparison.group_flagged, comparison.group_pupils) == (6, 10)
+    assert (comparison.versus_flagged, comparison.versus_pupils) == (1, 10)
+    low, high = comparison.ratio_interval
+    assert low == pytest.approx(0.8735, abs=1e-3) and high == pytest.approx(41.21, abs=0.05)
+    assert not comparison.clearly_over  # ten pupils a side cannot show a gap
+
+
+def test_a_fairness_gap_is_shown_only_when_its_whole_interval_is_over_the_limit():
+    def compare(flagged: int, pupils: int, versus_flagged: int, versus_pupils: int) -> Comparison:
+        share, versus_share = flagged / pupils, versus_flagged / versus_pupils
+        return Comparison("sen", "ehcp", "none", share, versus_share, share / versus_share, None, None, None,
+                          group_flagged=flagged, group_pupils=pupils, versus_flagged=versus_flagged,
+                          versus_pupils=versus_pupils)
+
+    clear = compare(30, 100, 10, 1000)  # 30x; by hand the interval is 15.1 to 59.6
+    assert clear.ratio_interval[0] == pytest.approx(15.11, abs=0.02) and clear.clearly_over
+    few = compare(3, 28, 30, 1000)  # 3.6x, as a cohort's EHC-plan group can show
+    assert few.ratio_interval[0] < 1.5 < few.ratio_interval[1] and not few.clearly_over
+    assert compare(0, 30, 5, 1000).ratio_interval is None
 
 
 def test_targets_are_the_issue_13_figures():

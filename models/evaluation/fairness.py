@@ -11,6 +11,11 @@ model does see) and the group's flagged-without-dip rate within each band is re-
 the comparison group's mix of bands (direct standardisation). If the adjusted ratio is within
 1.5x while the raw one is not, the gap comes from the group's attendance (more pupils in the
 lower bands), not from group membership as such.
+
+How sure: groups are small (an EHC-plan group of a cohort has tens of pupils, and a handful of
+them flagged), so every ratio comes with its counts and a 95% interval (the usual one for a
+ratio of two proportions, on the log scale). Only when the whole interval lies above 1.5x does
+the audit show a gap the data can tell apart from chance.
 """
 
 from __future__ import annotations
@@ -19,6 +24,8 @@ import datetime as dt
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
+
+import math
 
 import numpy as np
 
@@ -29,6 +36,7 @@ from models.history import RegisterYear
 MAX_RATIO = 1.5
 GROUPS = (("sen", "none"), ("sen", "sen_support"), ("sen", "ehcp"), ("fsm", "false"), ("fsm", "true"))
 COMPARED = (("sen", "sen_support", "none"), ("sen", "ehcp", "none"), ("fsm", "true", "false"))
+Z_95 = 1.959964  # the standard normal's 97.5th percentile: a two-sided 95% interval
 # Attendance over the period, in bands (lower bound, label).
 BANDS = ((0.95, ">= 95%"), (0.90, "90-95%"), (0.85, "85-90%"), (0.0, "< 85%"))
 
@@ -44,10 +52,31 @@ class Comparison:
     adjusted_ratio: float | None  # re-weighted to the comparison group's attendance bands
     group_mean_attendance: float | None  # of the pupils without a dip
     versus_mean_attendance: float | None
+    group_flagged: int = 0  # pupils without a dip flagged, and pupils without a dip, in each group
+    group_pupils: int = 0
+    versus_flagged: int = 0
+    versus_pupils: int = 0
 
     @property
     def within(self) -> bool | None:
         return None if self.ratio is None else self.ratio <= MAX_RATIO
+
+    @property
+    def ratio_interval(self) -> tuple[float, float] | None:
+        """95% interval of the ratio (log scale: the standard error of log(a/n / c/m) is
+        sqrt(1/a - 1/n + 1/c - 1/m)); None when either group has no one flagged."""
+        a, n, c, m = self.group_flagged, self.group_pupils, self.versus_flagged, self.versus_pupils
+        if not (a and c and n and m):
+            return None
+        centre = math.log((a / n) / (c / m))
+        spread = Z_95 * math.sqrt(1 / a - 1 / n + 1 / c - 1 / m)
+        return math.exp(centre - spread), math.exp(centre + spread)
+
+    @property
+    def clearly_over(self) -> bool:
+        """The whole 95% interval lies above MAX_RATIO: a gap the data tells apart from chance."""
+        interval = self.ratio_interval
+        return bool(interval is not None and interval[0] > MAX_RATIO)
 
     @property
     def explained_by_attendance(self) -> bool:
@@ -62,7 +91,9 @@ class FairnessAudit:
 
     def to_dict(self) -> dict[str, Any]:
         return {"rows": self.rows, "comparisons": [asdict(c) | {"within": c.within,
-                                                                  "explained_by_attendance": c.explained_by_attendance}
+                                                                  "explained_by_attendance": c.explained_by_attendance,
+                                                                  "ratio_interval": c.ratio_interval,
+                                                                  "clearly_over": c.clearly_over}
                                                    for c in self.comparisons]}
 
 
@@ -140,4 +171,6 @@ def _compare(alerts, truth: Truth, attendance: Mapping[str, float], dip_kinds: t
             standardised += weight * rate
         adjusted = standardised / theirs_share
     return Comparison(attribute, group, versus, mine_share, theirs_share, ratio, adjusted,
-                      mean_attendance(mine), mean_attendance(theirs))
+                      mean_attendance(mine), mean_attendance(theirs),
+                      group_flagged=sum(bool(alerts.get(p)) for p in mine), group_pupils=len(mine),
+                      versus_flagged=sum(bool(alerts.get(p)) for p in theirs), versus_pupils=len(theirs))
