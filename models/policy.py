@@ -125,8 +125,9 @@ class PolicyConfig(BaseModel):
     severe_rate: float = Field(0.5, gt=0, le=1, description="Attendance under this over 20 sessions: tier 2 "
                                "at least; over the last 40 sessions: tier 3.")
     severe_absence_level: float = Field(
-        SEVERE_ABSENCE_LEVEL, ge=0, le=1, description="No concern for a pupil whose own earlier level this year is under this: "
-        "missing half their sessions or more, they are severely absent and already the attendance lead's.")
+        SEVERE_ABSENCE_LEVEL, ge=0, le=1, description="No concern for a pupil whose own earlier level this "
+        "year is under this: missing half their sessions or more, they are severely absent and already the "
+        "attendance lead's.")
 
     @model_validator(mode="after")
     def _ordered(self) -> PolicyConfig:

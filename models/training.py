@@ -11,9 +11,10 @@ The alert threshold: the pastoral workload budget (concerns per 100 pupils per s
 is a hard cap. Within it, the entry threshold that meets the most alert targets
 (models.evaluation.targets) is chosen, ties broken by the F1 of alert precision and recall
 within 20 school days, by the real policy run over the held-out schools' day-end scores from
-the first day of the year (models.evaluation.policy_sim; `policy_rows` says why the whole year). Against the label's own dip episodes no ground truth is
-needed, so the same code runs on a real register export; with ground truth for the training
-cohort (`validation_truth`, never an evaluation cohort) the choice is made against truth.
+the first day of the year (models.evaluation.policy_sim; `policy_rows` says why the whole
+year). Against the label's own dip episodes no ground truth is needed, so the same code runs on
+a real register export; with ground truth for the training cohort (`validation_truth`, never an
+evaluation cohort) the choice is made against truth.
 """
 
 from __future__ import annotations
