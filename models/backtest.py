@@ -36,6 +36,7 @@ from models.evaluation.baselines import (
     BASELINES,
     baseline_alerts,
 )
+from models.evaluation.diagnostics import first_concern_behaviour
 from models.evaluation.fairness import FairnessAudit, audit
 from models.evaluation.run import MODEL, OFFLINE_LIMITS, event_counts
 from models.evaluation.scoring import (
@@ -232,7 +233,8 @@ def backtest(model: RiskModel, marks_csv: Path, *, roster_csv: Path | None = Non
     if roster is not None:
         fairness = audit(systems[MODEL], Truth(truth.episodes, truth.sen, truth.fsm,
                                                [p for p in roster.pupils if p in register.index]),
-                         dates, register=register, dip_kinds=(LABEL_DIP,))
+                         dates, register=register, dip_kinds=(LABEL_DIP,),
+                         behaviour=first_concern_behaviour(events, engine.policy))
     return BacktestReport(
         source=str(marks_csv), marks_read=replay.read, marks_applied=replay.applied,
         dead_lettered=replay.dead_lettered, pupils=len(register.pupils), schools=len(set(register.schools.tolist())),

@@ -18,6 +18,7 @@ from models.artifact import RiskModel
 from models.evaluation.diagnostics import (
     ALREADY,
     BELOW_ENTRY,
+    BEHAVIOURS,
     BOTH,
     DIP_PUPIL,
     DUE,
@@ -585,8 +586,18 @@ def _gap_lines(audit: FairnessAudit) -> list[str]:
                        f"at equal attendance it is still {fmt(c.adjusted_ratio, 2)}x: not explained by attendance "
                        "alone")
             lines.append(f"- {who}: flagged without a dip {fmt(c.group_share)} against {fmt(c.versus_share)}, "
-                         f"{fmt(c.ratio, 2)}x, over {MAX_RATIO:g}x; {because}. {_how_sure(c)}")
+                         f"{fmt(c.ratio, 2)}x, over {MAX_RATIO:g}x; {because}. {_how_sure(c)}{_behind(c)}")
     return lines
+
+
+def _behind(c: Comparison) -> str:
+    """What the register showed at the first concern of the flagged pupils without a dip, both groups."""
+    if not c.group_behaviour:
+        return ""
+    parts = [f"{name}: {c.group_behaviour.get(name, 0)} of {c.group_flagged} (comparison group "
+             f"{c.versus_behaviour.get(name, 0)} of {c.versus_flagged})" for name in BEHAVIOURS
+             if c.group_behaviour.get(name) or c.versus_behaviour.get(name)]
+    return " What the register showed at their first concern: " + "; ".join(parts) + "."
 
 
 def _how_sure(c: Comparison) -> str:

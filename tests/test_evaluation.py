@@ -179,6 +179,33 @@ def test_fairness_ratio_and_what_drives_it():
     assert not comparison.clearly_over  # ten pupils a side cannot show a gap
 
 
+def test_fairness_counts_what_the_register_showed_at_the_first_concern_of_pupils_flagged_without_a_dip():
+    from models.evaluation.diagnostics import SCORE_ONLY, UNDER_HALF, UNEXPLAINED_WEEK, first_concern_behaviour
+    from models.explain import build_event
+    from models.features import FEATURE_NAMES
+    from models.policy import PolicyConfig
+    from schemas.events import InterventionKind
+
+    def concern(pupil: str, at: int, stats, *, escalation: bool = False):
+        return build_event(kind=InterventionKind.CONCERN, tier=2, escalation=escalation, score=0.9, pupil_id=pupil,
+                           school_id="S", as_of=day(at), stats=stats, contributions=[0.1] * len(FEATURE_NAMES),
+                           model_version="test")
+
+    week_off = window(current_absence_run=10, attended_20=10, attended_10=0, longest_absence_run_40=10)
+    events = [concern("S1", 30, window(attended_20=9)), concern("S1", 20, week_off),  # S1's first is day 20
+              concern("S2", 25, window()), concern("S2", 35, week_off, escalation=True),
+              concern("N1", 30, window(attended_20=9))]
+    shown = first_concern_behaviour(events, PolicyConfig())
+    assert shown == {"S1": UNEXPLAINED_WEEK, "S2": SCORE_ONLY, "N1": UNDER_HALF}
+    pupils = ["S1", "S2", "S3", "N1", "N2"]
+    groups = Truth({}, {p: ("ehcp" if p.startswith("S") else "none") for p in pupils}, {p: False for p in pupils},
+                   pupils)
+    alerts = {"S1": [day(20)], "S2": [day(25)], "N1": [day(30)]}
+    comparison = next(c for c in audit(alerts, groups, DAYS, behaviour=shown).comparisons if c.group == "ehcp")
+    assert comparison.group_behaviour == {UNEXPLAINED_WEEK: 1, SCORE_ONLY: 1}
+    assert comparison.versus_behaviour == {UNDER_HALF: 1}
+
+
 def test_a_fairness_gap_is_shown_only_when_its_whole_interval_is_over_the_limit():
     def compare(flagged: int, pupils: int, versus_flagged: int, versus_pupils: int) -> Comparison:
         share, versus_share = flagged / pupils, versus_flagged / versus_pupils

@@ -13,6 +13,10 @@
                     unexplained week from a pupil who usually attends is a concern whatever the
                     score). Concerns the register itself called for are counted as right in a
                     second, diagnostic precision; the target stays the one in `targets`.
+  first concerns    what the register showed at each pupil's first concern (a week or more of
+                    unexplained absence in a row; under half of the last 20 sessions; or the score,
+                    with nothing sustained on the register): for the fairness audit, which
+                    behaviour lies behind a group's pupils flagged without a dip.
   late dips         each dip with no concern in its first 20 school days, under what came closest
                     to one at the day ends of those days by the policy's own rules: already on the
                     list, due (the day-end view raised it, the engine did not), held back by the
@@ -109,6 +113,25 @@ def window_row(window: WindowSummary, config: PolicyConfig) -> PolicyRow:
 def register_demanded(window: WindowSummary, config: PolicyConfig) -> bool:
     """The register alone, whatever the score, puts a concern here at tier 2 or more."""
     return register_tier(config, window_row(window, config)) >= 2
+
+
+UNEXPLAINED_WEEK = "a week or more of unexplained absence in a row"
+UNDER_HALF = "under half of the last 20 sessions attended"
+SCORE_ONLY = "the score, nothing sustained on the register"
+BEHAVIOURS = (UNEXPLAINED_WEEK, UNDER_HALF, SCORE_ONLY)
+
+
+def first_concern_behaviour(events: Iterable[InterventionEvent], config: PolicyConfig) -> dict[str, str]:
+    """pupil -> what the register showed at their first concern (one of `BEHAVIOURS`, by the
+    register tier's own rules, the unexplained run first)."""
+    shown: dict[str, str] = {}
+    for event in sorted(events, key=lambda e: e.as_of):
+        if event.kind is not InterventionKind.CONCERN or event.escalation or event.pupil_id in shown:
+            continue
+        row = window_row(event.window, config)
+        shown[event.pupil_id] = (UNEXPLAINED_WEEK if row.unexplained_run >= config.tier2_unexplained_run
+                                 else UNDER_HALF if row.rate_20 < config.severe_rate else SCORE_ONLY)
+    return shown
 
 
 def pupil_group(kinds: set[str]) -> str:

@@ -12,6 +12,11 @@ the comparison group's mix of bands (direct standardisation). If the adjusted ra
 1.5x while the raw one is not, the gap comes from the group's attendance (more pupils in the
 lower bands), not from group membership as such.
 
+Which behaviour, beyond attendance: given what the register showed at each pupil's first concern
+(`behaviour`, from models.evaluation.diagnostics.first_concern_behaviour), the flagged pupils
+without a dip of each group are counted by it, so a gap can be read as, say, "most of them were
+raised during a week or more of unexplained absence in a row".
+
 How sure: groups are small (an EHC-plan group of a cohort has tens of pupils, and a handful of
 them flagged), so every ratio comes with its counts and a 95% interval (the usual one for a
 ratio of two proportions, on the log scale). Only when the whole interval lies above 1.5x does
@@ -56,6 +61,9 @@ class Comparison:
     group_pupils: int = 0
     versus_flagged: int = 0
     versus_pupils: int = 0
+    # Of the flagged pupils without a dip: what the register showed at their first concern -> pupils.
+    group_behaviour: dict[str, int] = field(default_factory=dict)
+    versus_behaviour: dict[str, int] = field(default_factory=dict)
 
     @property
     def within(self) -> bool | None:
@@ -118,7 +126,10 @@ def _band(rate: float) -> str:
 
 
 def audit(alerts: Mapping[str, Sequence[dt.date]], truth: Truth, school_days: Sequence[dt.date], *,
-          register: RegisterYear | None = None, dip_kinds: Sequence[str] = DIP_KINDS) -> FairnessAudit:
+          register: RegisterYear | None = None, dip_kinds: Sequence[str] = DIP_KINDS,
+          behaviour: Mapping[str, str] | None = None) -> FairnessAudit:
+    """The audit (module docstring); `behaviour`: pupil -> what the register showed at their first
+    concern, to count the flagged pupils without a dip by."""
     dip_kinds = tuple(dip_kinds)
     attendance = attendance_by_pupil(register)
     rows = []
@@ -135,12 +146,12 @@ def audit(alerts: Mapping[str, Sequence[dt.date]], truth: Truth, school_days: Se
             "recall": m["recall"], "recall_within_20": m["recall_within_20"],
             "flagged_share_without_dip": (sum(bool(alerts.get(p)) for p in no_dip) / len(no_dip)) if no_dip else None,
         })
-    comparisons = [_compare(alerts, truth, attendance, dip_kinds, *spec) for spec in COMPARED]
+    comparisons = [_compare(alerts, truth, attendance, dip_kinds, behaviour or {}, *spec) for spec in COMPARED]
     return FairnessAudit(rows, [c for c in comparisons if c is not None])
 
 
 def _compare(alerts, truth: Truth, attendance: Mapping[str, float], dip_kinds: tuple[str, ...],
-             attribute: str, group: str, versus: str) -> Comparison | None:
+             behaviour: Mapping[str, str], attribute: str, group: str, versus: str) -> Comparison | None:
     def no_dip(value: str) -> list[str]:
         return [p for p in _members(truth, attribute, value) if not truth.has_dip(p, dip_kinds)]
 
@@ -150,6 +161,13 @@ def _compare(alerts, truth: Truth, attendance: Mapping[str, float], dip_kinds: t
 
     def share(pupils: list[str]) -> float:
         return sum(bool(alerts.get(p)) for p in pupils) / len(pupils)
+
+    def shown(pupils: list[str]) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for p in pupils:
+            if alerts.get(p) and p in behaviour:
+                counts[behaviour[p]] = counts.get(behaviour[p], 0) + 1
+        return counts
 
     def mean_attendance(pupils: list[str]) -> float | None:
         known = [attendance[p] for p in pupils if p in attendance]
@@ -173,4 +191,5 @@ def _compare(alerts, truth: Truth, attendance: Mapping[str, float], dip_kinds: t
     return Comparison(attribute, group, versus, mine_share, theirs_share, ratio, adjusted,
                       mean_attendance(mine), mean_attendance(theirs),
                       group_flagged=sum(bool(alerts.get(p)) for p in mine), group_pupils=len(mine),
-                      versus_flagged=sum(bool(alerts.get(p)) for p in theirs), versus_pupils=len(theirs))
+                      versus_flagged=sum(bool(alerts.get(p)) for p in theirs), versus_pupils=len(theirs),
+                      group_behaviour=shown(mine), versus_behaviour=shown(theirs))

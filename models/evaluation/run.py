@@ -31,7 +31,14 @@ from models.evaluation.baselines import (
     baseline_alerts,
     baseline_scores,
 )
-from models.evaluation.diagnostics import LateDips, OutsideDipConcerns, late_dips, outside_dip_concerns, threshold_sweep
+from models.evaluation.diagnostics import (
+    LateDips,
+    OutsideDipConcerns,
+    first_concern_behaviour,
+    late_dips,
+    outside_dip_concerns,
+    threshold_sweep,
+)
 from models.evaluation.fairness import FairnessAudit, audit
 from models.evaluation.ranking import ranking_metrics
 from models.evaluation.scoring import by_kind, concern_alerts, score_alerts
@@ -169,7 +176,8 @@ def evaluate(model: RiskModel, marks_csv: Path, truth_csv: Path, roster_csv: Pat
     return CohortEvaluation(
         name=name, metrics=metrics, lead_days=leads,
         calibration={"predicted": prob_pred.tolist(), "observed": prob_true.tolist()},
-        fairness=audit(systems[MODEL], truth, school_days, register=register),
+        fairness=audit(systems[MODEL], truth, school_days, register=register,
+                       behaviour=first_concern_behaviour(events, engine.policy)),
         by_kind=by_kind(systems[MODEL], truth, school_days), events=event_counts(events),
         cohort={**(cohort or {}), "pupils": len(truth.pupils), "school_days": len(school_days),
                 "marks_read": report.read, "marks_applied": report.applied, "dead_lettered": report.dead_lettered,
