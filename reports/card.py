@@ -594,10 +594,10 @@ def _behind(c: Comparison) -> str:
     """What the register showed at the first concern of the flagged pupils without a dip, both groups."""
     if not c.group_behaviour:
         return ""
-    parts = [f"{name}: {c.group_behaviour.get(name, 0)} of {c.group_flagged} (comparison group "
+    parts = [f"{name} for {c.group_behaviour.get(name, 0)} of {c.group_flagged} (comparison group "
              f"{c.versus_behaviour.get(name, 0)} of {c.versus_flagged})" for name in BEHAVIOURS
              if c.group_behaviour.get(name) or c.versus_behaviour.get(name)]
-    return " What the register showed at their first concern: " + "; ".join(parts) + "."
+    return " At their first concern the register showed " + "; ".join(parts) + "."
 
 
 def _how_sure(c: Comparison) -> str:

@@ -117,7 +117,7 @@ def register_demanded(window: WindowSummary, config: PolicyConfig) -> bool:
 
 UNEXPLAINED_WEEK = "a week or more of unexplained absence in a row"
 UNDER_HALF = "under half of the last 20 sessions attended"
-SCORE_ONLY = "the score, nothing sustained on the register"
+SCORE_ONLY = "nothing sustained (the score's call)"
 BEHAVIOURS = (UNEXPLAINED_WEEK, UNDER_HALF, SCORE_ONLY)
 
 
