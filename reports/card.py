@@ -241,10 +241,12 @@ def _why(cohort: CohortEvaluation, key: str) -> str:
                     + f". Given one during the block or within 20 school days of it (the rest were for other absence "
                     f"in the year): {near}")
         c = cohort.cohort
+        often = (f"; their median attendance over the year {fmt(c.get('no_dip_label_dip_attendance'))}, against "
+                 f"{fmt(c.get('no_dip_other_attendance'))} for the other pupils without a dip: often-absent pupils "
+                 "whose absence bunches into a bad few weeks" if c.get("no_dip_label_dip_attendance") is not None else "")
         label_view = (f". By the label, {c.get('no_dip_pupils_with_label_dips')} of {c.get('no_dip_pupils')} pupils "
-                      "with no dip episode did dip at some point (mostly long spells of often-absent pupils): the "
-                      "register and the label say dip where the simulator's ground truth does not, and the model "
-                      "learns the label")
+                      f"with no dip episode did dip at some point{often}. The register and the label say dip where "
+                      "the simulator's ground truth does not, and the model learns the label")
         return ("flagged pupils without a dip: " + "; ".join(parts) if parts else "no flagged pupils without a dip") \
             + label_view
     if key in ("recall_within_20", "median_lead_days"):

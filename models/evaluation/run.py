@@ -39,11 +39,12 @@ from models.evaluation.diagnostics import (
     outside_dip_concerns,
     threshold_sweep,
 )
-from models.evaluation.fairness import FairnessAudit, audit
+from models.evaluation.fairness import FairnessAudit, attendance_by_pupil, audit
 from models.evaluation.ranking import ranking_metrics
 from models.evaluation.scoring import by_kind, concern_alerts, score_alerts
 from models.evaluation.targets import BY_KEY, TARGETS
 from models.evaluation.truth import Truth
+from models.history import RegisterYear
 from models.policy import PolicyConfig
 from models.replay import replay_file
 from models.state import PupilState
@@ -186,6 +187,9 @@ def evaluate(model: RiskModel, marks_csv: Path, truth_csv: Path, roster_csv: Pat
                 # point (a long spell of an often-absent pupil): the label's view against the truth's.
                 "no_dip_pupils": len(no_dip),
                 "no_dip_pupils_with_label_dips": sum(p in label_dipped for p in no_dip),
+                # ... and their attendance over the year (median), against the other pupils without a dip.
+                "no_dip_label_dip_attendance": _median_attendance([p for p in no_dip if p in label_dipped], register),
+                "no_dip_other_attendance": _median_attendance([p for p in no_dip if p not in label_dipped], register),
                 "first_day": school_days[0].isoformat() if school_days else None,
                 "last_day": school_days[-1].isoformat() if school_days else None},
         timing={"replay_seconds": round(replay_seconds, 1),
@@ -193,6 +197,12 @@ def evaluate(model: RiskModel, marks_csv: Path, truth_csv: Path, roster_csv: Pat
                 "total_seconds": round(time.perf_counter() - started, 1)},
         threshold_sweep=sweep, outside_dip=outside, late_dips=late,
     )
+
+
+def _median_attendance(pupils: Sequence[str], register: RegisterYear) -> float | None:
+    attendance = attendance_by_pupil(register)
+    known = [attendance[p] for p in pupils if p in attendance]
+    return float(np.median(known)) if known else None
 
 
 def _row_positions(rows: TrainingSet) -> tuple[np.ndarray, np.ndarray]:
