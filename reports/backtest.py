@@ -13,7 +13,7 @@ from models.evaluation.run import LABELS, MODEL
 from models.evaluation.targets import BY_KEY
 from models.labels import DEFINITION
 from reports import plots
-from reports.tables import comparison_rows, fairness_rows, fmt, markdown
+from reports.tables import comparison_rows, fairness_rows, fmt, gap_sentences, markdown
 
 TITLE = "Reconnect backtest: what the alerts would have been over this register"
 STYLE = """
@@ -100,7 +100,8 @@ def write_markdown(report: BacktestReport, out_dir: Path, figures: dict[str, Pat
              markdown(*_school_rows(report))]
     if report.fairness is not None:
         lines += ["", "## Fairness (roster groups; never a model input)", "", markdown(*fairness_rows(report.fairness)),
-                  "", markdown(*comparison_rows(report.fairness))]
+                  "", markdown(*comparison_rows(report.fairness)), "",
+                  *[f"- {line}" for line in gap_sentences(report.fairness)]]
     lines += ["", "## Label", "", DEFINITION, ""]
     path = out_dir / "backtest.md"
     path.write_text("\n".join(lines), encoding="utf-8")
@@ -136,7 +137,8 @@ def write_html(report: BacktestReport, out_dir: Path, svgs: dict[str, str]) -> P
     ]
     if report.fairness is not None:
         sections += ["<h2>Fairness (roster groups; never a model input)</h2>",
-                     _html_table(*fairness_rows(report.fairness)), _html_table(*comparison_rows(report.fairness))]
+                     _html_table(*fairness_rows(report.fairness)), _html_table(*comparison_rows(report.fairness)),
+                     "<ul>" + "".join(f"<li>{_inline(line)}</li>" for line in gap_sentences(report.fairness)) + "</ul>"]
     sections += ["<h2>Label</h2>", f"<p class=note>{_inline(DEFINITION)}</p>"]
     page = ("<!doctype html><html lang=en><head><meta charset=utf-8>"
             f"<meta name=viewport content='width=device-width, initial-scale=1'><title>{html.escape(TITLE)}</title>"

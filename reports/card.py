@@ -18,7 +18,6 @@ from models.artifact import RiskModel
 from models.evaluation.diagnostics import (
     ALREADY,
     BELOW_ENTRY,
-    BEHAVIOURS,
     BOTH,
     DIP_PUPIL,
     DUE,
@@ -34,7 +33,7 @@ from models.evaluation.diagnostics import (
     meets_both,
     thresholds_meeting_both,
 )
-from models.evaluation.fairness import MAX_RATIO, Comparison, FairnessAudit
+from models.evaluation.fairness import MAX_RATIO
 from models.evaluation.run import MODEL, CohortEvaluation, EvaluationReport
 from models.evaluation.scoring import EARLY_GRACE_DAYS, LATE_GRACE_DAYS, NO_EPISODE
 from models.evaluation.targets import BY_KEY, TARGETS
@@ -47,6 +46,7 @@ from reports.tables import (
     evaluation_markdown,
     fairness_markdown,
     fmt,
+    gap_sentences,
     markdown,
     targets_summary,
 )
@@ -571,49 +571,6 @@ def definitions(report: EvaluationReport) -> str:
     ])
 
 
-def _gap_lines(audit: FairnessAudit) -> list[str]:
-    lines = []
-    for c in audit.comparisons:
-        who = f"{c.attribute} = {c.group}"
-        if c.within:
-            lines.append(f"- {who}: flagged without a dip {fmt(c.group_share)} against {fmt(c.versus_share)} for "
-                         f"{c.versus}, {fmt(c.ratio, 2)}x: within {MAX_RATIO:g}x.")
-        elif c.ratio is None:
-            lines.append(f"- {who}: no comparison group pupil was flagged without a dip; no ratio.")
-        else:
-            because = (f"at equal attendance the ratio is {fmt(c.adjusted_ratio, 2)}x: the gap comes from attendance "
-                       f"(mean attendance of these pupils without a dip {fmt(c.group_mean_attendance)} against "
-                       f"{fmt(c.versus_mean_attendance)}), which the model sees, not from the group itself"
-                       if c.explained_by_attendance else
-                       f"at equal attendance it is still {fmt(c.adjusted_ratio, 2)}x: not explained by attendance "
-                       "alone")
-            lines.append(f"- {who}: flagged without a dip {fmt(c.group_share)} against {fmt(c.versus_share)}, "
-                         f"{fmt(c.ratio, 2)}x, over {MAX_RATIO:g}x; {because}. {_how_sure(c)}{_behind(c)}")
-    return lines
-
-
-def _behind(c: Comparison) -> str:
-    """What the register showed at the first concern of the flagged pupils without a dip, both groups."""
-    if not c.group_behaviour:
-        return ""
-    parts = [f"{name} for {c.group_behaviour.get(name, 0)} of {c.group_flagged} (comparison group "
-             f"{c.versus_behaviour.get(name, 0)} of {c.versus_flagged})" for name in BEHAVIOURS
-             if c.group_behaviour.get(name) or c.versus_behaviour.get(name)]
-    return " At their first concern the register showed " + "; ".join(parts) + "."
-
-
-def _how_sure(c: Comparison) -> str:
-    counts = f"{c.group_flagged} of {c.group_pupils} pupils against {c.versus_flagged} of {c.versus_pupils}"
-    interval = c.ratio_interval
-    if interval is None:
-        return f"With {counts}, no interval can be given."
-    if c.clearly_over:
-        return (f"With {counts}, the 95% interval of the ratio is {interval[0]:.2f}-{interval[1]:.2f}x, all of it "
-                f"over {MAX_RATIO:g}x: a gap these numbers show clearly.")
-    return (f"With {counts}, the 95% interval of the ratio is {interval[0]:.2f}-{interval[1]:.2f}x, which reaches "
-            f"down to {MAX_RATIO:g}x or below: so few pupils cannot tell this gap from chance.")
-
-
 def fairness_section(report: EvaluationReport) -> str:
     lines = [
         "## Fairness audit",
@@ -629,7 +586,7 @@ def fairness_section(report: EvaluationReport) -> str:
     ]
     for cohort in report.cohorts:
         lines += ["", f"### {cohort.name} cohort", "", fairness_markdown(cohort.fairness), "",
-                  *_gap_lines(cohort.fairness)]
+                  *[f"- {line}" for line in gap_sentences(cohort.fairness)]]
     return "\n".join(lines)
 
 

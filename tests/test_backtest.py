@@ -128,6 +128,8 @@ def test_the_command_writes_a_self_contained_report(files, tmp_path):
     page = (out / "backtest.html").read_text()
     assert page.count("<svg") == 3 and "<script" not in page and "<link" not in page and "src=" not in page
     assert "Fairness" in page and "SCH2" in page
+    # FSM: P003 (no dip, not flagged) against P001 (no dip, not flagged): no ratio, and it says so.
+    assert "fsm = true: no comparison group pupil was flagged without a dip; no ratio." in page
     text = (out / "backtest.md").read_text()
     assert "caught within 20 school days of onset | 1.000 | 1.000 | 1.000 |" in text
     assert (out / "backtest_weekly.png").stat().st_size > 1000
