@@ -26,11 +26,10 @@ the audit show a gap the data can tell apart from chance.
 from __future__ import annotations
 
 import datetime as dt
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
-
-import math
 
 import numpy as np
 

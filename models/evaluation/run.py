@@ -44,7 +44,6 @@ from models.evaluation.ranking import ranking_metrics
 from models.evaluation.scoring import by_kind, concern_alerts, score_alerts
 from models.evaluation.targets import BY_KEY, TARGETS
 from models.evaluation.truth import Truth
-from models.history import RegisterYear
 from models.policy import PolicyConfig
 from models.replay import replay_file
 from models.state import PupilState
@@ -173,6 +172,8 @@ def evaluate(model: RiskModel, marks_csv: Path, truth_csv: Path, roster_csv: Pat
     known = rows.y >= 0
     label_dipped = set(rows.pupil_id[rows.y == 1].tolist())
     no_dip = [p for p in truth.pupils if not truth.has_dip(p)]
+    attendance = attendance_by_pupil(register)
+    no_dip_seen = [p for p in no_dip if p in attendance]  # on the register (a roster may list more)
     prob_true, prob_pred = calibration_curve(rows.y[known], model_scores[known], n_bins=10, strategy="quantile")
     return CohortEvaluation(
         name=name, metrics=metrics, lead_days=leads,
@@ -184,12 +185,12 @@ def evaluate(model: RiskModel, marks_csv: Path, truth_csv: Path, roster_csv: Pat
                 "marks_read": report.read, "marks_applied": report.applied, "dead_lettered": report.dead_lettered,
                 "labelled_rows": int(known.sum()), "positive_rows": int((rows.y == 1).sum()),
                 # Pupils with no dip episode whose register nevertheless met the dip label at some
-                # point (a long spell of an often-absent pupil): the label's view against the truth's.
+                # point (mostly often-absent pupils): the label's view against the truth's.
                 "no_dip_pupils": len(no_dip),
                 "no_dip_pupils_with_label_dips": sum(p in label_dipped for p in no_dip),
                 # ... and their attendance over the year (median), against the other pupils without a dip.
-                "no_dip_label_dip_attendance": _median_attendance([p for p in no_dip if p in label_dipped], register),
-                "no_dip_other_attendance": _median_attendance([p for p in no_dip if p not in label_dipped], register),
+                "no_dip_label_dip_attendance": _median([attendance[p] for p in no_dip_seen if p in label_dipped]),
+                "no_dip_other_attendance": _median([attendance[p] for p in no_dip_seen if p not in label_dipped]),
                 "first_day": school_days[0].isoformat() if school_days else None,
                 "last_day": school_days[-1].isoformat() if school_days else None},
         timing={"replay_seconds": round(replay_seconds, 1),
@@ -199,10 +200,8 @@ def evaluate(model: RiskModel, marks_csv: Path, truth_csv: Path, roster_csv: Pat
     )
 
 
-def _median_attendance(pupils: Sequence[str], register: RegisterYear) -> float | None:
-    attendance = attendance_by_pupil(register)
-    known = [attendance[p] for p in pupils if p in attendance]
-    return float(np.median(known)) if known else None
+def _median(values: Sequence[float]) -> float | None:
+    return float(np.median(values)) if values else None
 
 
 def _row_positions(rows: TrainingSet) -> tuple[np.ndarray, np.ndarray]:
