@@ -9,8 +9,8 @@ import pytest
 
 from models.artifact import ModelCompatibilityError, RiskModel, load_model, save_model
 from models.dataset import KEPT_STATS, TrainingSet
-from models.features import FEATURE_NAMES
 from models.evaluation.policy_sim import PolicySimulation
+from models.features import FEATURE_NAMES
 from models.policy import PolicyConfig
 from models.training import (
     MONOTONIC,
