@@ -41,10 +41,11 @@ would say):
 Tiers follow the register as well as the score (`register_tier`): a current run of unexplained
 absence of a week (10 sessions) or more, or under 50% attendance over the last two weeks, is at
 least tier 2 ("a clear dip"); a run of two weeks (20 sessions) or more, or under 50% over the
-last four weeks, is tier 3 ("a sharp or sustained dip"). An unexplained run of a week or more
-from a pupil who usually attends (own level at or above 90%) is a concern whatever the score
-(`concern_tier`): nobody has heard from them for a week, which is always worth a call home,
-however rarely such runs led to a dip in the training data.
+last four weeks, is tier 3 ("a sharp or sustained dip"); a flagged pupil is escalated to the
+register's tier whatever the score. An unexplained run of a week or more from a pupil who
+usually attends (own level at or above 90%) is a concern whatever the score (`concern_tier`):
+nobody has heard from them for a week, which is always worth a call home, however rarely such
+runs led to a dip in the training data.
 
 `policy_inputs` is the one place the policy's inputs are computed from window counts; the
 engine, training's threshold search and evaluation all call it.
@@ -377,10 +378,14 @@ def decide(state: PolicyState, config: PolicyConfig, score: float, row: PolicyRo
             state.alert_rate_pct = min(round(row.recent_rate * 100), 100)
             return Decision(InterventionKind.CONCERN, tier)
         return None
-    if (tier > state.tier and row.day - state.last_alert >= config.escalation_gap_days
+    # A flagged pupil climbs to the register's tier whatever the score: as their lower attendance
+    # becomes their own earlier level the score can slide under the entry while the register
+    # shows the dip sustained (under half of four weeks is tier 3 however the model now sees it).
+    climb = max(tier, register_tier(config, row))
+    if (climb > state.tier and row.day - state.last_alert >= config.escalation_gap_days
             and concern_hold(config, row) is None):
-        state.tier, state.last_alert, state.low_days = tier, row.day, 0
-        return Decision(InterventionKind.CONCERN, tier, escalation=True)
+        state.tier, state.last_alert, state.low_days = climb, row.day, 0
+        return Decision(InterventionKind.CONCERN, climb, escalation=True)
     if score >= config.exit_score or row.short_rate < config.recovery_min_rate:
         state.low_days = 0
         return None

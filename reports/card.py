@@ -176,7 +176,8 @@ def tiers_text(policy: PolicyConfig) -> str:
         ]),
         "",
         "So sustained unexplained absence of a week or more, or under 50% over four weeks, is never \"early "
-        "signs\". An escalation to a higher tier needs a week since the last alert. Named cases, tested in "
+        "signs\". An escalation to a higher tier needs a week since the last alert; a pupil already flagged is "
+        "escalated to the register's tier whatever the score. Named cases, tested in "
         "`tests/test_tiers.py`: a two-week flu, no concern; a three-week illness, no concern and `health_needs` "
         "on its 15th school day; a holiday week then full attendance, no concern; illness every Monday for six "
         "weeks after a full autumn, a concern with a wellbeing action; 19 unexplained sessions in a row, tier 2 "

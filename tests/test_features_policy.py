@@ -250,6 +250,24 @@ def test_an_escalation_waits_while_the_pupil_is_ill():
     assert decide(state, CONFIG, 0.95, policy_row(800_011)).escalation
 
 
+def test_the_registers_tier_escalates_a_flagged_pupil_whatever_the_score():
+    """Flagged at tier 1, the pupil then attends under half of four weeks (the register's tier 3):
+    escalated a week on even though the score has slid under the entry threshold (the model comes
+    to see the lower level as the pupil's own), as a head of year would. Not while ill."""
+    state = PolicyState()
+    assert decide(state, CONFIG, 0.6, policy_row(800_000)).tier == 1
+    sustained = {"rate_20": 0.3, "rate_40": 0.4, "recent_rate": 0.3, "unarranged_rate": 0.3, "short_rate": 0.3}
+    assert decide(state, CONFIG, 0.3, policy_row(800_003, **sustained)) is None  # a week has not passed
+    ill = policy_row(800_008, **sustained, current_run=12, health_absence=True, known_run=12)
+    assert decide(state, CONFIG, 0.3, ill) is None
+    escalation = decide(state, CONFIG, 0.3, policy_row(800_009, **sustained))
+    assert escalation.escalation and escalation.tier == 3 and state.tier == 3
+    # Nothing sustained on the register and a score under the entry: no escalation.
+    quiet = PolicyState()
+    decide(quiet, CONFIG, 0.6, policy_row(800_000))
+    assert decide(quiet, CONFIG, 0.3, policy_row(800_009, short_rate=0.5)) is None and quiet.tier == 1
+
+
 def inputs_of(days):
     batch = summarise_batch([snapshot(state_from(days))])
     return policy_inputs(batch.columns, batch.latest_ordinal, CONFIG).rows()[0]
