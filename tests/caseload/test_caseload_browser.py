@@ -30,8 +30,9 @@ PLANNED, CONTROL = "SCHE2E-P001", "SCHE2E-P002"  # the same register; only PLANN
 # later than now is refused, whatever the time of day the test runs.
 START = dt.date.today() - dt.timedelta(weeks=14, days=dt.date.today().weekday())
 PRESENT, ABSENT = ("/", "\\"), ("N", "N")
-# Six weeks at school, then one day in three: a dip the worker raises, then raises again at a higher tier.
-REGISTER = [PRESENT] * 30 + [PRESENT, ABSENT, ABSENT] * 12
+# Six weeks at school, then one day in four: a dip the worker raises, then raises again at a higher tier
+# for the same reason (the attendance drop) once the register shows four weeks under half.
+REGISTER = [PRESENT] * 30 + [PRESENT, ABSENT, ABSENT, ABSENT] * 9
 PASSWORD, OTHER_PASSWORD = "head of year e2e password", "another school e2e password"
 NAMES = "pseudonym,name,year_group,tutor_group\nSCHE2E-P001,Testina Placeholder,9,9Q\nSCHE2E-P002,Fictio Example,9,9Q\n"
 
