@@ -370,8 +370,8 @@ def decide(state: PolicyState, config: PolicyConfig, score: float, row: PolicyRo
     """
     if row.possible_ytd < config.min_possible_sessions:
         return None
-    tier = concern_tier(config, score, row)
     if not state.flagged:
+        tier = concern_tier(config, score, row)
         if tier and can_raise(state, config, row):
             state.flagged, state.tier, state.last_alert = True, tier, row.day
             state.low_days, state.last_low = 0, 0
@@ -381,7 +381,8 @@ def decide(state: PolicyState, config: PolicyConfig, score: float, row: PolicyRo
     # A flagged pupil climbs to the register's tier whatever the score: as their lower attendance
     # becomes their own earlier level the score can slide under the entry while the register
     # shows the dip sustained (under half of four weeks is tier 3 however the model now sees it).
-    climb = max(tier, register_tier(config, row))
+    # (For a flagged pupil this is `concern_tier` with the register's tier always counted.)
+    climb = max(config.tier_for(score), register_tier(config, row))
     if (climb > state.tier and row.day - state.last_alert >= config.escalation_gap_days
             and concern_hold(config, row) is None):
         state.tier, state.last_alert, state.low_days = climb, row.day, 0
