@@ -194,9 +194,10 @@ def test_fairness_counts_what_the_register_showed_at_the_first_concern_of_pupils
     week_off = window(current_absence_run=10, attended_20=10, attended_10=0, longest_absence_run_40=10)
     events = [concern("S1", 30, window(attended_20=9)), concern("S1", 20, week_off),  # S1's first is day 20
               concern("S2", 25, window()), concern("S2", 35, week_off, escalation=True),
-              concern("N1", 30, window(attended_20=9))]
+              concern("N1", 30, window(attended_20=9)),
+              concern("N2", 30, window(attended_20=11, attended_40=15))]  # 55% of 20, but 37.5% of 40
     shown = first_concern_behaviour(events, PolicyConfig())
-    assert shown == {"S1": UNEXPLAINED_WEEK, "S2": SCORE_ONLY, "N1": UNDER_HALF}
+    assert shown == {"S1": UNEXPLAINED_WEEK, "S2": SCORE_ONLY, "N1": UNDER_HALF, "N2": UNDER_HALF}
     pupils = ["S1", "S2", "S3", "N1", "N2"]
     groups = Truth({}, {p: ("ehcp" if p.startswith("S") else "none") for p in pupils}, {p: False for p in pupils},
                    pupils)

@@ -14,8 +14,8 @@
                     score). Concerns the register itself called for are counted as right in a
                     second, diagnostic precision; the target stays the one in `targets`.
   first concerns    what the register showed at each pupil's first concern (a week or more of
-                    unexplained absence in a row; under half of the last 20 sessions; or the score,
-                    with nothing sustained on the register): for the fairness audit, which
+                    unexplained absence in a row; under half of the last 20 or 40 sessions; or the
+                    score, with nothing sustained on the register): for the fairness audit, which
                     behaviour lies behind a group's pupils flagged without a dip.
   late dips         each dip with no concern in its first 20 school days, under what came closest
                     to one at the day ends of those days by the policy's own rules: already on the
@@ -116,21 +116,22 @@ def register_demanded(window: WindowSummary, config: PolicyConfig) -> bool:
 
 
 UNEXPLAINED_WEEK = "a week or more of unexplained absence in a row"
-UNDER_HALF = "under half of the last 20 sessions attended"
+UNDER_HALF = "under half of the last two or four weeks attended"
 SCORE_ONLY = "nothing sustained (the score's call)"
 BEHAVIOURS = (UNEXPLAINED_WEEK, UNDER_HALF, SCORE_ONLY)
 
 
 def first_concern_behaviour(events: Iterable[InterventionEvent], config: PolicyConfig) -> dict[str, str]:
-    """pupil -> what the register showed at their first concern (one of `BEHAVIOURS`, by the
-    register tier's own rules, the unexplained run first)."""
+    """pupil -> what the register showed at their first concern (one of `BEHAVIOURS`): an
+    unexplained run of a week or more; else any other reason `register_tier` puts it at tier 2 or
+    more (under half of the last 20 or 40 sessions); else nothing sustained."""
     shown: dict[str, str] = {}
     for event in sorted(events, key=lambda e: e.as_of):
         if event.kind is not InterventionKind.CONCERN or event.escalation or event.pupil_id in shown:
             continue
         row = window_row(event.window, config)
         shown[event.pupil_id] = (UNEXPLAINED_WEEK if row.unexplained_run >= config.tier2_unexplained_run
-                                 else UNDER_HALF if row.rate_20 < config.severe_rate else SCORE_ONLY)
+                                 else UNDER_HALF if register_tier(config, row) >= 2 else SCORE_ONLY)
     return shown
 
 

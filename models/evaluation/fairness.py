@@ -158,8 +158,11 @@ def _compare(alerts, truth: Truth, attendance: Mapping[str, float], dip_kinds: t
     if not mine or not theirs:
         return None
 
+    def flagged(pupils: list[str]) -> int:
+        return sum(bool(alerts.get(p)) for p in pupils)
+
     def share(pupils: list[str]) -> float:
-        return sum(bool(alerts.get(p)) for p in pupils) / len(pupils)
+        return flagged(pupils) / len(pupils)
 
     def shown(pupils: list[str]) -> dict[str, int]:
         counts: dict[str, int] = {}
@@ -189,6 +192,6 @@ def _compare(alerts, truth: Truth, attendance: Mapping[str, float], dip_kinds: t
         adjusted = standardised / theirs_share
     return Comparison(attribute, group, versus, mine_share, theirs_share, ratio, adjusted,
                       mean_attendance(mine), mean_attendance(theirs),
-                      group_flagged=sum(bool(alerts.get(p)) for p in mine), group_pupils=len(mine),
-                      versus_flagged=sum(bool(alerts.get(p)) for p in theirs), versus_pupils=len(theirs),
+                      group_flagged=flagged(mine), group_pupils=len(mine),
+                      versus_flagged=flagged(theirs), versus_pupils=len(theirs),
                       group_behaviour=shown(mine), versus_behaviour=shown(theirs))
