@@ -33,9 +33,9 @@ SCHEMA_FILE = Path(__file__).parent / "data" / "compose_spec.json"
 COMPOSE_SCHEMA_SHA256 = "0dc04bd346dcfee1b1419628fff79937bbf076925f298f272a2b490e2b112bac"
 
 # The `reconnect` subcommands the stack may run (they must also exist in streams.cli).
-RECONNECT_COMMANDS = {("worker",), ("topics", "create"), ("caseload",)}
+RECONNECT_COMMANDS = {("worker",), ("topics", "create"), ("caseload",), ("bridge",)}
 WORKER_WEB_PORT = "6066"
-LONG_RUNNING = {"kafka", "worker", "caseload", "postgres", "prometheus", "grafana"}
+LONG_RUNNING = {"kafka", "worker", "caseload", "postgres", "prometheus", "grafana", "webhook-bridge"}
 ONE_SHOT = {"topics-init"}
 REQUIRED_VARS = {"GRAFANA_ADMIN_PASSWORD", "CASELOAD_DB_PASSWORD", "CASELOAD_SESSION_SECRET"}  # ${VAR:?...}: no default
 TEST_SECRET = "not-a-real-password"
@@ -320,6 +320,17 @@ def test_prometheus_scrapes_every_worker_replica(compose):
     assert sd["names"] == ["worker"] and "worker" in compose["services"]
 
 
+def test_prometheus_scrapes_the_webhook_bridge_where_it_serves(compose):
+    """Opt-in (a profile), exposed on the compose network only, on the port Prometheus scrapes."""
+    config = yaml.safe_load(PROMETHEUS_FILE.read_text())
+    (job,) = [j for j in config["scrape_configs"] if j["job_name"] == "reconnect-webhook"]
+    (sd,) = job["dns_sd_configs"]
+    bridge = compose["services"]["webhook-bridge"]
+    assert bridge["profiles"] == ["webhook"] and sd["names"] == ["webhook-bridge"]
+    assert bridge["expose"] == [str(sd["port"])] == [bridge["environment"]["RECONNECT_BRIDGE_METRICS_PORT"]]
+    assert bridge["environment"]["RECONNECT_WEB_BIND"] == "0.0.0.0" and "ports" not in bridge
+
+
 def test_published_ports_are_valid_and_loopback_by_default(compose):
     for name, spec in compose["services"].items():
         for mapping in spec.get("ports", []):
@@ -354,7 +365,7 @@ def test_reconnect_containers_agree_with_settings(compose):
     env_names["KAFKA_BOOTSTRAP_SERVERS"] = "kafka_bootstrap_servers"
     baseline = Settings(_env_file=None)
     fixed_for_containers = {"KAFKA_BOOTSTRAP_SERVERS", "RECONNECT_WEB_BIND", "RECONNECT_DATA_DIR"}
-    for service in ("worker", "topics-init"):
+    for service in ("worker", "topics-init", "webhook-bridge"):
         env = compose["services"][service]["environment"]
         unknown = {k for k in env if k.startswith("RECONNECT_") or k == "KAFKA_BOOTSTRAP_SERVERS"} - set(env_names)
         assert not unknown, f"{service} sets variables streams/settings.py does not read: {sorted(unknown)}"
@@ -431,7 +442,8 @@ def _commands(compose) -> dict[str, tuple[str, ...]]:
 
 def test_services_run_known_reconnect_commands(compose):
     commands = _commands(compose)
-    assert commands == {"worker": ("worker",), "topics-init": ("topics", "create"), "caseload": ("caseload",)}
+    assert commands == {"worker": ("worker",), "topics-init": ("topics", "create"), "caseload": ("caseload",),
+                        "webhook-bridge": ("bridge",)}
     assert set(commands.values()) <= RECONNECT_COMMANDS
     for name in commands:
         assert compose["services"][name]["build"]["context"] == "."

@@ -133,7 +133,9 @@ def worker_metrics() -> WorkerMetrics:
 
 @pytest.fixture(scope="module")
 def exported(worker_metrics) -> set[str]:
-    names = _registry_names(worker_metrics.registry)
+    from streams.webhook.metrics import BridgeMetrics
+
+    names = _registry_names(worker_metrics.registry) | _registry_names(BridgeMetrics().registry)
     defaults = CollectorRegistry()
     ProcessCollector(registry=defaults)
     PlatformCollector(registry=defaults)
@@ -144,7 +146,9 @@ def exported(worker_metrics) -> set[str]:
 @pytest.fixture(scope="module")
 def known_labels(worker_metrics) -> set[str]:
     labels = set(TARGET_LABELS | ALERT_LABELS)
-    for metric in vars(worker_metrics).values():
+    from streams.webhook.metrics import BridgeMetrics
+
+    for metric in [*vars(worker_metrics).values(), *vars(BridgeMetrics()).values()]:
         labels |= set(getattr(metric, "_labelnames", ()))
     labels.add("version")  # reconnect_model_info{version=...}, set by Info.info()
     defaults = CollectorRegistry()
@@ -244,7 +248,7 @@ def test_dashboard_queries_name_only_exported_metrics(name, allowed, known_label
         if not metrics:
             problems.append(f"{where}: no metric in {expr!r}")
         if unknown := metrics - allowed:
-            problems.append(f"{where}: not exported by the worker: {sorted(unknown)}")
+            problems.append(f"{where}: not exported by the worker or the bridge: {sorted(unknown)}")
         if unknown := functions - FUNCTIONS - AGGREGATIONS:
             problems.append(f"{where}: unknown PromQL functions {sorted(unknown)}")
         if unknown := label_names(expr) - known_labels:

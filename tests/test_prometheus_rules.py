@@ -145,6 +145,16 @@ def test_config_scrapes_workers_and_loads_the_rules():
     assert worker["dns_sd_configs"][0]["type"] == "A"
 
 
+def test_config_scrapes_the_webhook_bridge_where_it_serves():
+    from streams.settings import Settings
+
+    config = yaml.safe_load(CONFIG_FILE.read_text())
+    (job,) = [j for j in config["scrape_configs"] if j["job_name"] == "reconnect-webhook"]
+    (sd,) = job["dns_sd_configs"]
+    assert sd["names"] == ["webhook-bridge"] and sd["port"] == Settings(_env_file=None).bridge_metrics_port
+    assert 'job="reconnect-webhook"' in RULES_FILE.read_text()
+
+
 def test_worker_metrics_pass_promtool_lint(promtool):
     """Offline lint of every metric the worker registers (the live scrape is checked elsewhere)."""
     metrics = WorkerMetrics(CollectorRegistry())
