@@ -157,7 +157,7 @@ def concern_due(inputs: PolicyInputs, config: PolicyConfig, scores: np.ndarray) 
     `decide` raises nothing and changes nothing anywhere else, so the columnar replay asks it only
     here among the `concern_candidates`. tests/test_columnar.py holds it equal to `concern_tier`."""
     c = inputs.columns
-    by_score = (scores >= config.enter_score) | (scores >= config.tier2_score) | (scores >= config.tier3_score)
+    by_score = scores >= config.enter_score  # the config keeps enter <= tier2 <= tier3: the score's tier is > 0
     silent = (c["unexplained_run"] >= config.tier2_unexplained_run) & (c["usual_rate"] >= config.concern_below_rate)
     return by_score | silent
 
