@@ -175,7 +175,8 @@ def _compare(alerts, truth: Truth, attendance: Mapping[str, float], dip_kinds: t
         known = [attendance[p] for p in pupils if p in attendance]
         return float(np.mean(known)) if known else None
 
-    mine_share, theirs_share = share(mine), share(theirs)
+    mine_flagged, theirs_flagged = flagged(mine), flagged(theirs)
+    mine_share, theirs_share = mine_flagged / len(mine), theirs_flagged / len(theirs)
     ratio = mine_share / theirs_share if theirs_share else None
     adjusted = None
     if attendance and theirs_share:
@@ -192,6 +193,6 @@ def _compare(alerts, truth: Truth, attendance: Mapping[str, float], dip_kinds: t
         adjusted = standardised / theirs_share
     return Comparison(attribute, group, versus, mine_share, theirs_share, ratio, adjusted,
                       mean_attendance(mine), mean_attendance(theirs),
-                      group_flagged=flagged(mine), group_pupils=len(mine),
-                      versus_flagged=flagged(theirs), versus_pupils=len(theirs),
+                      group_flagged=mine_flagged, group_pupils=len(mine),
+                      versus_flagged=theirs_flagged, versus_pupils=len(theirs),
                       group_behaviour=shown(mine), versus_behaviour=shown(theirs))
