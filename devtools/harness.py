@@ -110,7 +110,9 @@ class ChildProcess:
     def spawn(self, command: list[str], *, env: dict[str, str], cwd: Path, log_name: str) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.log_path = self.workdir / log_name
-        self.process = subprocess.Popen(command, cwd=cwd, env={**os.environ, **env}, stdout=open(self.log_path, "wb"),
+        # Unbuffered, so the log is complete up to the moment a test reads it (or kills the process).
+        self.process = subprocess.Popen(command, cwd=cwd, env={**os.environ, "PYTHONUNBUFFERED": "1", **env},
+                                        stdout=open(self.log_path, "wb"),
                                         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
 
     def alive(self) -> bool:
@@ -156,9 +158,9 @@ class WorkerProcess(ChildProcess):
     token that `get`/`post` send."""
 
     def __init__(self, env: dict[str, str], workdir: Path, *, cwd: Path = REPO, data_dir: Path | None = None,
-                 web_port: int | None = None) -> None:
+                 web_port: int | None = None, loglevel: str = "warning") -> None:
         super().__init__(workdir)
-        self.env, self.cwd, self.data_dir = env, cwd, data_dir
+        self.env, self.cwd, self.data_dir, self.loglevel = env, cwd, data_dir, loglevel
         self.web_port = web_port or free_port()
         self.api_token = secrets.token_urlsafe(24)
 
@@ -171,7 +173,7 @@ class WorkerProcess(ChildProcess):
                "RECONNECT_WEB_PORT": str(self.web_port), "RECONNECT_API_TOKEN": self.api_token,
                "RECONNECT_DATA_DIR": str(self.data_dir or self.workdir / f"faust-{self.web_port}"),
                "RECONNECT_METRICS_INTERVAL_S": "1"}
-        self.spawn(reconnect_command("worker", "--loglevel", "warning"), env=env, cwd=self.cwd,
+        self.spawn(reconnect_command("worker", "--loglevel", self.loglevel), env=env, cwd=self.cwd,
                    log_name=f"worker-{self.web_port}.log")
         return self
 
@@ -206,6 +208,21 @@ class WorkerProcess(ChildProcess):
 
     def state(self) -> dict:
         return json.loads(self.get("/state")[1])
+
+    def diagnosis(self, log_lines: int = 60) -> str:
+        """What a failed wait needs to be understood afterwards: the worker's own account of its
+        partitions, marks and state, and the end of its log."""
+        try:
+            values = self.metrics()
+            counts = {name: metric_sum(values, name) for name in (
+                "reconnect_partitions_assigned", "reconnect_rebalances_total", "reconnect_marks_consumed_total",
+                "reconnect_marks_applied_total", "reconnect_marks_dead_lettered_total")}
+            status, ready = self.get("/readyz")
+            account = f"metrics {counts}; state {self.state()}; readyz {status} {ready}"
+        except OSError as error:
+            account = f"not answering: {error!r}"
+        return f"worker on port {self.web_port} ({'alive' if self.alive() else 'exited'}): {account}\n" \
+               f"{self.log_tail(log_lines)}"
 
     def wait_consumed(self, count: int, timeout: float = 180) -> dict[str, float]:
         """Wait until the worker has read `count` marks (each batch is counted once it is handled)."""

@@ -35,7 +35,9 @@ def test_two_workers_split_the_work_and_survive_one_being_killed(broker, model_p
     expected = {row.mark.key for row in read_marks(marks_csv) if row.mark}
     env = isolated_env(broker.bootstrap, f"scale{uuid.uuid4().hex[:8]}")
     settings = create_topics(env)
-    one, two = WorkerProcess(env, tmp_path).start(), WorkerProcess(env, tmp_path).start()
+    # Info-level logs record each rebalance step, so a failure can be read afterwards.
+    one, two = (WorkerProcess(env, tmp_path, loglevel="info").start(),
+                WorkerProcess(env, tmp_path, loglevel="info").start())
     try:
         one.wait_ready(timeout=180)
         two.wait_ready(timeout=180)
@@ -62,6 +64,8 @@ def test_two_workers_split_the_work_and_survive_one_being_killed(broker, model_p
         assert state["pupils"] == len({key[0] for key in expected})
         wait_until(lambda: _owned(two) == settings.topic_partitions, timeout=60,
                    what="the survivor to report owning every partition")
+    except AssertionError as failure:
+        raise AssertionError(f"{failure}\n\n{one.diagnosis()}\n\n{two.diagnosis()}") from None
     finally:
         one.stop()
         two.stop()
