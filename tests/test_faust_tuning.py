@@ -1,6 +1,7 @@
 """The overrides of faust-streaming (streams.faust_tuning, streams.batching): still copies of the
 upstream code they change, and doing what they say: marks queued in bulk by the drain loop,
-taken as one batch, acknowledged only once handled, left out when fetched before a rebalance."""
+taken as one batch, acknowledged only once handled, left out when fetched before a rebalance,
+read again (never skipped) when a seek overlaps them."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import faust
 import pytest
 from faust.transport.conductor import ConductorCompiler
 from faust.transport.consumer import Consumer
+from faust.tables.recovery import Recovery
 from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 from faust.types import TP
 from faust.types.tuples import ConsumerMessage
@@ -29,6 +31,9 @@ UPSTREAM = {
     ConductorCompiler.build: "837cf521368c1ee4",  # the per-message delivery the bulk path skips
     Consumer.track_message: "217d7f1399a4cd8e",  # what take_batches inlines when it tracks a message
     Consumer.ack: "5fcf41cf45153475",  # what take_batches calls to acknowledge
+    Consumer.perform_seek: "0e8c130ff4b0afd8",  # counted around (faust_tuning 4)
+    AIOKafkaConsumerThread.seek_to_committed: "775ab0adc4b052ab",  # replaced: uncommitted to the beginning (4)
+    Recovery._resume_streams: "d986a6710c1aca98",  # resumes the streams before seeking them: why 4 exists
 }
 
 
@@ -155,3 +160,79 @@ def test_the_drain_loop_queues_bulk_channels_and_delivers_the_rest(tmp_path, mod
 
     queued, delivered, left = asyncio.run(scenario())
     assert [m.offset for m in queued] == [0, 1] and [m.topic for m in delivered] == ["other"] and left == [0]
+
+
+def test_records_fetched_before_a_seek_are_read_again_never_skipped(tmp_path, model_path):
+    """The scale-out flake: recovery seeks the stream partitions back to their committed offset
+    while the drain loop is half-way through records fetched from further on. Those records must
+    not be delivered after the seek (upstream took the jump for a gap in the log, counted it as
+    acknowledged and committed past marks nobody handled): the batch is left, the loop seeks
+    again, and the records come again from the committed offset."""
+    async def scenario() -> tuple[list[int], dict, int]:
+        app = _app(tmp_path, model_path)
+        consumer = app.consumer
+        tp = TP("bulk", 0)
+        bulk = app.channel()
+        app.reconnect_bulk_channels.add(bulk)
+        app.topics._tp_index.clear()
+        app.topics._tp_index[tp] = {bulk}
+        app.topics._acking_topics.add("bulk")  # acknowledged topic: where a jump is taken for a gap
+        seeks = []
+
+        async def seek_to_committed():
+            seeks.append(670)
+            return {tp: 670}
+
+        consumer.seek_to_committed = seek_to_committed
+        consumer.assignment = lambda: {tp}
+        fetcher = _Fetcher()
+        fetches = []
+
+        async def getmany(timeout: float):
+            fetches.append(timeout)
+            if len(fetches) == 1:  # fetched from the old position; recovery seeks half-way through
+                for offset in (670, 671):
+                    yield tp, _message(app, "bulk", offset)
+                await consumer.perform_seek()
+                for offset in (672, 673):
+                    yield tp, _message(app, "bulk", offset)
+            else:  # after the seek: from the committed offset on
+                for offset in range(670, 676):
+                    yield tp, _message(app, "bulk", offset)
+                fetcher._stopped.set()
+
+        consumer.getmany = getmany
+        consumer.callback = None
+        await consumer._drain_messages(fetcher)
+        queued = []
+        while not bulk.queue.empty():
+            queued.append(bulk.queue.get_nowait().offset)
+        return queued, dict(consumer._gap), len(seeks)
+
+    queued, gaps, seeks = asyncio.run(scenario())
+    assert queued == [670, 671, 670, 671, 672, 673, 674, 675]  # 670 and 671 twice: read again, never skipped
+    assert not any(gaps.values())  # no offset counted as done without being handled
+    assert seeks == 2  # recovery's seek, then the loop's own after leaving the batch
+
+
+def test_seeking_to_committed_puts_partitions_without_a_commit_at_their_beginning():
+    from aiokafka import TopicPartition
+
+    from streams.faust_tuning import seek_every_partition_to_committed
+
+    committed_one, never, at_zero = (TopicPartition("marks", p) for p in range(3))
+
+    class Consumer:
+        def __init__(self) -> None:
+            self.to_beginning = []
+
+        async def seek_to_committed(self):
+            return {committed_one: 41, never: None, at_zero: 0}
+
+        async def seek_to_beginning(self, *partitions):
+            self.to_beginning.extend(partitions)
+
+    consumer = Consumer()
+    committed = asyncio.run(seek_every_partition_to_committed(consumer))
+    assert committed == {committed_one: 41, never: None, at_zero: 0}
+    assert consumer.to_beginning == [never, at_zero]
