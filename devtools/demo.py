@@ -88,8 +88,12 @@ class InterventionPrinter(threading.Thread):
 
 
 def _shift_weeks(live_to: dt.date, today: dt.date) -> int:
-    """Whole weeks that move the simulated live week to end before today (never later)."""
-    return ((today - live_to).days - 1) // 7
+    """Whole weeks that move the simulated live week (ending on Friday `live_to`) to the latest week
+    whose recordings are all before today, the corrections of Friday's marks entered the next
+    Monday included: a recording in the future is rightly dead-lettered."""
+    from models.simulator.generate import DAYS_FROM_FRIDAY_TO_NEXT_WEEKDAY
+
+    return ((today - live_to).days - DAYS_FROM_FRIDAY_TO_NEXT_WEEKDAY - 1) // 7
 
 
 def _write_private(path: Path, text: str) -> Path:
@@ -146,7 +150,8 @@ def run_demo(*, schools: int, pupils_per_school: int, seed: int, pace: float, ho
             printer.start()
             console.print(f"\n[bold]Catching up[/] on {schools} schools x {pupils_per_school} pupils from "
                           f"{school_days[0] + shift} to {live_from - dt.timedelta(days=1) + shift} "
-                          f"(the simulated year moved {weeks} weeks to end yesterday; as fast as possible)...")
+                          f"(the simulated year moved {weeks} weeks, so that all of it is recorded before today; as fast as "
+                          "possible)...")
             started = time.perf_counter()
             history = publish_live(config, to_date=live_from - dt.timedelta(days=1), bootstrap=settings.bootstrap_list,
                                    topic=settings.topic_marks, shift_weeks=weeks)

@@ -1,7 +1,8 @@
-"""The development tools leave nothing behind."""
+"""The development tools leave nothing behind, and the demo publishes nothing recorded after today."""
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import re
 import signal
@@ -41,3 +42,16 @@ def test_the_broker_command_stops_its_child_on_sigterm_and_sigint(stop_signal, w
     finally:
         if command.poll() is None:
             command.kill()
+
+
+@pytest.mark.parametrize("today", [dt.date(2026, 11, 30) + dt.timedelta(days=n) for n in range(14)])
+def test_the_demo_week_and_its_corrections_are_all_recorded_before_today(today):
+    """Run on a Saturday, the demo's live week ended the day before and Friday's corrections,
+    entered first thing Monday, were in the future: 4 marks were dead-lettered."""
+    from devtools.demo import _shift_weeks
+
+    friday = dt.date(2025, 10, 17)  # the simulated live week's Friday
+    shifted = friday + dt.timedelta(weeks=_shift_weeks(friday, today))
+    corrections_entered = shifted + dt.timedelta(days=3)  # the next Monday
+    assert shifted.weekday() == 4 and corrections_entered < today
+    assert corrections_entered + dt.timedelta(weeks=1) >= today  # and no older than it needs to be

@@ -203,6 +203,10 @@ def _register_seconds(
     return seconds.astype(np.int32)
 
 
+# Days from a Friday to the next weekday, when its marks corrected "first thing the next weekday" are entered.
+DAYS_FROM_FRIDAY_TO_NEXT_WEEKDAY = 3
+
+
 def _amendment_times(session: int, count: int, weekday: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """When an N was corrected: later the same day (11:00-15:00 for a morning mark,
     14:00-15:30 for an afternoon one) or first thing the next weekday."""
@@ -213,7 +217,7 @@ def _amendment_times(session: int, count: int, weekday: int, rng: np.random.Gene
         else rng.integers(14 * 3600, 15 * 3600 + 30 * _MINUTE, size=count)
     )
     next_day = rng.integers(8 * 3600, 10 * 3600, size=count)
-    delay = np.where(next_morning, 3 if weekday == 4 else 1, 0).astype(np.int8)
+    delay = np.where(next_morning, DAYS_FROM_FRIDAY_TO_NEXT_WEEKDAY if weekday == 4 else 1, 0).astype(np.int8)
     return delay, np.where(next_morning, next_day, same_day).astype(np.int32)
 
 
