@@ -150,8 +150,8 @@ def run_demo(*, schools: int, pupils_per_school: int, seed: int, pace: float, ho
             printer.start()
             console.print(f"\n[bold]Catching up[/] on {schools} schools x {pupils_per_school} pupils from "
                           f"{school_days[0] + shift} to {live_from - dt.timedelta(days=1) + shift} "
-                          f"(the simulated year moved {weeks} weeks, so that all of it is recorded before today; as fast as "
-                          "possible)...")
+                          f"(the simulated year moved {weeks} weeks, so that all of it is recorded before today; "
+                          "as fast as possible)...")
             started = time.perf_counter()
             history = publish_live(config, to_date=live_from - dt.timedelta(days=1), bootstrap=settings.bootstrap_list,
                                    topic=settings.topic_marks, shift_weeks=weeks)
