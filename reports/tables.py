@@ -143,11 +143,10 @@ def _behind(c: Comparison) -> str:
 
 def _how_sure(c: Comparison) -> str:
     counts = f"{c.group_flagged} of {c.group_pupils} pupils against {c.versus_flagged} of {c.versus_pupils}"
-    interval = c.ratio_interval
-    if interval is None:
+    if c.ratio_interval is None:
         return f"With {counts}, no interval can be given."
     if c.clearly_over:
-        return (f"With {counts}, the 95% interval of the ratio is {interval[0]:.2f}-{interval[1]:.2f}x, all of it "
+        return (f"With {counts}, the 95% interval of the ratio is {ratio_interval_text(c)}x, all of it "
                 f"over {MAX_RATIO:g}x: a gap these numbers show clearly.")
-    return (f"With {counts}, the 95% interval of the ratio is {interval[0]:.2f}-{interval[1]:.2f}x, which reaches "
+    return (f"With {counts}, the 95% interval of the ratio is {ratio_interval_text(c)}x, which reaches "
             f"down to {MAX_RATIO:g}x or below: so few pupils cannot tell this gap from chance.")
