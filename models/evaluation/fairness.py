@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -165,11 +166,7 @@ def _compare(alerts, truth: Truth, attendance: Mapping[str, float], dip_kinds: t
         return flagged(pupils) / len(pupils)
 
     def shown(pupils: list[str]) -> dict[str, int]:
-        counts: dict[str, int] = {}
-        for p in pupils:
-            if alerts.get(p) and p in behaviour:
-                counts[behaviour[p]] = counts.get(behaviour[p], 0) + 1
-        return counts
+        return dict(Counter(behaviour[p] for p in pupils if alerts.get(p) and p in behaviour))
 
     def mean_attendance(pupils: list[str]) -> float | None:
         known = [attendance[p] for p in pupils if p in attendance]
