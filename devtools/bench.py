@@ -130,9 +130,11 @@ async def _bare_consume(bootstrap: str, topic: str, count: int) -> float:
 
 def _faust_count(bootstrap: str, topic: str, count: int, event_loop: str = "uvloop") -> tuple[float, str]:
     """Seconds for the count-only agent to see `count` messages, and the event loop it ran on."""
-    run = subprocess.run([sys.executable, "-m", "devtools.benchcount", "--bootstrap", bootstrap, "--topic", topic,
-                          "--count", str(count), "--web-port", str(free_port()), "--event-loop", event_loop],
-                         cwd=REPO, capture_output=True, text=True, timeout=900)
+    with tempfile.TemporaryDirectory(prefix="reconnect-bench-count-") as data_dir:
+        run = subprocess.run([sys.executable, "-m", "devtools.benchcount", "--bootstrap", bootstrap, "--topic", topic,
+                              "--count", str(count), "--web-port", str(free_port()), "--event-loop", event_loop,
+                              "--data-dir", data_dir],
+                             cwd=REPO, capture_output=True, text=True, timeout=900)
     for line in (run.stdout + run.stderr).splitlines():
         if "BENCH_RESULT" in line:
             loop = line.split("loop=")[1].split()[0] if "loop=" in line else "?"

@@ -55,3 +55,23 @@ def test_the_demo_week_and_its_corrections_are_all_recorded_before_today(today):
     corrections_entered = shifted + dt.timedelta(days=3)  # the next Monday
     assert shifted.weekday() == 4 and corrections_entered < today
     assert corrections_entered + dt.timedelta(weeks=1) >= today  # and no older than it needs to be
+
+
+def test_the_count_only_bench_agent_keeps_faust_data_out_of_the_working_tree(tmp_path):
+    """`make bench` left a `reconnect-bench-count-<ns>-data` folder in the repository root per run:
+    Faust makes its data directory in the current directory unless told otherwise."""
+    import shutil
+    from pathlib import Path
+
+    from devtools.benchcount import build_app, parse_args
+
+    base = ["--bootstrap", "127.0.0.1:9", "--topic", "marks", "--count", "1"]
+    given = build_app(parse_args([*base, "--data-dir", str(tmp_path)]))
+    assert Path(given.conf.datadir).resolve().is_relative_to(tmp_path.resolve())
+    default_args = parse_args(base)
+    try:
+        default = Path(build_app(default_args).conf.datadir).resolve()
+        assert not default.is_relative_to(REPO_ROOT.resolve())
+        assert default.is_relative_to(Path(default_args.data_dir).resolve())
+    finally:
+        shutil.rmtree(default_args.data_dir, ignore_errors=True)
