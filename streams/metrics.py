@@ -76,6 +76,12 @@ class WorkerMetrics:
         self.partitions_assigned = Gauge(
             "reconnect_partitions_assigned", "Partitions of the marks topic this worker owns now.", registry=registry,
         )
+        self.offsets_skipped = Counter(
+            "reconnect_consumer_offsets_skipped_total",
+            "Offsets the consumer passed over as a gap in the log: counted as handled with no record delivered. "
+            "Compaction and transaction markers leave such gaps; the marks topic has neither, so there any is a "
+            "mark that may never have been handled.", ["topic"], registry=registry,
+        )
         self.rebalances = Counter(
             "reconnect_rebalances_total", "Consumer-group rebalances this worker has taken part in.",
             registry=registry,

@@ -34,6 +34,7 @@ UPSTREAM = {
     Consumer.perform_seek: "0e8c130ff4b0afd8",  # counted around (faust_tuning 4)
     AIOKafkaConsumerThread.seek_to_committed: "775ab0adc4b052ab",  # replaced: uncommitted to the beginning (4)
     Recovery._resume_streams: "d986a6710c1aca98",  # resumes the streams before seeking them: why 4 exists
+    Consumer._add_gap: "4df2573ded7c1c2c",  # counted: the offsets it passes over (streams.metrics offsets_skipped)
 }
 
 
@@ -207,12 +208,55 @@ def test_records_fetched_before_a_seek_are_read_again_never_skipped(tmp_path, mo
         queued = []
         while not bulk.queue.empty():
             queued.append(bulk.queue.get_nowait().offset)
-        return queued, dict(consumer._gap), len(seeks)
+        skipped = app.reconnect_parts.runtime.metrics.registry.get_sample_value(
+            "reconnect_consumer_offsets_skipped_total", {"topic": "bulk"}) or 0
+        return queued, dict(consumer._gap), len(seeks), skipped
 
-    queued, gaps, seeks = asyncio.run(scenario())
+    queued, gaps, seeks, skipped = asyncio.run(scenario())
     assert queued == [670, 671, 670, 671, 672, 673, 674, 675]  # 670 and 671 twice: read again, never skipped
     assert not any(gaps.values())  # no offset counted as done without being handled
     assert seeks == 2  # recovery's seek, then the loop's own after leaving the batch
+    assert skipped == 0  # and the metric that would show a skip agrees
+
+
+def test_offsets_passed_over_as_a_gap_are_counted_for_the_alert(tmp_path, model_path):
+    """A jump in a partition's offsets is taken for a gap in the log (compaction, transaction
+    markers) and counted as handled. The marks topic has neither, so every offset passed over
+    is counted, for ReconnectConsumerOffsetsSkipped (ops/prometheus/rules.yml)."""
+    async def scenario() -> tuple[float, float, list[int]]:
+        app = _app(tmp_path, model_path)
+        consumer = app.consumer
+        tp = TP("bulk", 0)
+        bulk = app.channel()
+        app.reconnect_bulk_channels.add(bulk)
+        app.topics._tp_index.clear()
+        app.topics._tp_index[tp] = {bulk}
+        app.topics._acking_topics.add("bulk")
+        fetcher = _Fetcher()
+
+        async def getmany(timeout: float):
+            for offset in (5, 6, 10, 11, 20):  # 7-9 and 12-19 are not there
+                yield tp, _message(app, "bulk", offset)
+            fetcher._stopped.set()
+
+        consumer.getmany = getmany
+        consumer.callback = None
+        await consumer._drain_messages(fetcher)
+        metrics = app.reconnect_parts.runtime.metrics
+        queued = []
+        while not bulk.queue.empty():
+            queued.append(bulk.queue.get_nowait().offset)
+        counted = metrics.registry.get_sample_value("reconnect_consumer_offsets_skipped_total", {"topic": "bulk"})
+        # After a commit at 12, a jump from 11 to 20 passes over 13-19 only.
+        consumer._committed_offset[tp] = 12
+        await consumer._add_gap(tp, 12, 20)
+        after_commit = metrics.registry.get_sample_value("reconnect_consumer_offsets_skipped_total", {"topic": "bulk"})
+        return counted, after_commit - counted, queued
+
+    counted, after_commit, queued = asyncio.run(scenario())
+    assert queued == [5, 6, 10, 11, 20]
+    assert counted == 3 + 8
+    assert after_commit == 7
 
 
 def test_seeking_to_committed_puts_partitions_without_a_commit_at_their_beginning():

@@ -24,7 +24,7 @@ from streams.metrics import WorkerMetrics
 SLOW_RULE_TESTS = {"uk_time_test.yml", "alerts_test.yml"}
 SEVERITIES = {"critical", "warning", "info"}
 # Labels an annotation may show. Ops alerts describe the pipeline, never a pupil.
-ANNOTATION_LABELS = {"instance", "job", "reason", "partition", "service"}
+ANNOTATION_LABELS = {"instance", "job", "reason", "partition", "service", "topic"}
 
 
 def _rules() -> list[dict]:
