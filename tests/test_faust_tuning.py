@@ -163,21 +163,28 @@ def test_the_drain_loop_queues_bulk_channels_and_delivers_the_rest(tmp_path, mod
     assert [m.offset for m in queued] == [0, 1] and [m.topic for m in delivered] == ["other"] and left == [0]
 
 
+def _one_acknowledged_bulk_partition(tmp_path, model_path):
+    """An app whose one partition, of an acknowledged topic (where a jump in offsets is taken for a
+    gap in the log), is read by one bulk channel: (app, the partition, the channel)."""
+    app = _app(tmp_path, model_path)
+    tp = TP("bulk", 0)
+    bulk = app.channel()
+    app.reconnect_bulk_channels.add(bulk)
+    app.topics._tp_index.clear()
+    app.topics._tp_index[tp] = {bulk}
+    app.topics._acking_topics.add("bulk")
+    return app, tp, bulk
+
+
 def test_records_fetched_before_a_seek_are_read_again_never_skipped(tmp_path, model_path):
     """The scale-out flake: recovery seeks the stream partitions back to their committed offset
     while the drain loop is half-way through records fetched from further on. Those records must
     not be delivered after the seek (upstream took the jump for a gap in the log, counted it as
     acknowledged and committed past marks nobody handled): the batch is left, the loop seeks
     again, and the records come again from the committed offset."""
-    async def scenario() -> tuple[list[int], dict, int]:
-        app = _app(tmp_path, model_path)
+    async def scenario() -> tuple[list[int], dict, int, float]:
+        app, tp, bulk = _one_acknowledged_bulk_partition(tmp_path, model_path)
         consumer = app.consumer
-        tp = TP("bulk", 0)
-        bulk = app.channel()
-        app.reconnect_bulk_channels.add(bulk)
-        app.topics._tp_index.clear()
-        app.topics._tp_index[tp] = {bulk}
-        app.topics._acking_topics.add("bulk")  # acknowledged topic: where a jump is taken for a gap
         seeks = []
 
         async def seek_to_committed():
@@ -224,14 +231,8 @@ def test_offsets_passed_over_as_a_gap_are_counted_for_the_alert(tmp_path, model_
     markers) and counted as handled. The marks topic has neither, so every offset passed over
     is counted, for ReconnectConsumerOffsetsSkipped (ops/prometheus/rules.yml)."""
     async def scenario() -> tuple[float, float, list[int]]:
-        app = _app(tmp_path, model_path)
+        app, tp, bulk = _one_acknowledged_bulk_partition(tmp_path, model_path)
         consumer = app.consumer
-        tp = TP("bulk", 0)
-        bulk = app.channel()
-        app.reconnect_bulk_channels.add(bulk)
-        app.topics._tp_index.clear()
-        app.topics._tp_index[tp] = {bulk}
-        app.topics._acking_topics.add("bulk")
         fetcher = _Fetcher()
 
         async def getmany(timeout: float):
