@@ -97,13 +97,13 @@ class TunedConsumer(faust_aiokafka.Consumer):
         """Upstream's, counting the offsets it passes over (`offset_to` is the record delivered),
         so a skip that override 4 did not foresee shows as a metric and an alert, not as lag 0."""
         committed = self._committed_offset[tp]
-        skipped = offset_to - max(offset_from, committed + 1 if committed is not None else offset_from)
-        parts = getattr(self.app, "reconnect_parts", None)
-        if skipped > 0:
+        first = offset_from if committed is None else max(offset_from, committed + 1)  # upstream's clamp
+        if first < offset_to:
             self.log.warning("Offsets %d-%d of %s partition %d passed over as a gap in the log",
-                             offset_to - skipped, offset_to - 1, tp.topic, tp.partition)
+                             first, offset_to - 1, tp.topic, tp.partition)
+            parts = getattr(self.app, "reconnect_parts", None)
             if parts is not None:
-                parts.runtime.metrics.offsets_skipped.labels(topic=tp.topic).inc(skipped)
+                parts.runtime.metrics.offsets_skipped.labels(topic=tp.topic).inc(offset_to - first)
         await super()._add_gap(tp, offset_from, offset_to)
 
     async def seek_again(self) -> None:
