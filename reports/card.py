@@ -36,7 +36,7 @@ from models.evaluation.diagnostics import (
 from models.evaluation.fairness import MAX_RATIO
 from models.evaluation.run import MODEL, CohortEvaluation, EvaluationReport
 from models.evaluation.scoring import EARLY_GRACE_DAYS, LATE_GRACE_DAYS, NO_EPISODE
-from models.evaluation.targets import BY_KEY, TARGETS
+from models.evaluation.targets import BY_KEY, CONFIDENCE, TARGETS
 from models.evaluation.truth import DIP_KINDS, HEALTH_KINDS, ONE_OFF_KINDS, OTHER_KINDS
 from models.features import FEATURE_NAMES
 from models.policy import Hold, PolicyConfig
@@ -223,7 +223,59 @@ def evaluation_section(report: EvaluationReport, info: dict[str, Any]) -> str:
                      f"({m.get('dips')} dips), {e['escalation']} escalations, {e['improving']} `improving`, "
                      f"{e['health_needs']} `health_needs`; better than both baselines on recall within 20 days and "
                      f"alert precision at once: {'yes' if cohort.beats_baselines() else 'no'}.")
-    return "\n".join(lines)
+    sure = how_sure_section(report)
+    return "\n".join([*lines, "", sure] if sure else lines)
+
+
+def _where_the_target_is(cohort: CohortEvaluation, key: str) -> str | None:
+    """Where a target lies against the interval of the cohort's share: 'includes the target',
+    'below the target' or 'above the target' (None when the figure is not a share)."""
+    interval, target = cohort.interval(key), BY_KEY[key].target
+    if interval is None or target is None:
+        return None
+    low, high = interval
+    return "includes the target" if low <= target <= high else "below the target" if high < target else "above the target"
+
+
+def _share_with_interval(cohort: CohortEvaluation, key: str) -> str:
+    """'68 of 108; 95% interval 0.54 to 0.72, which includes the target' ('' when not a share)."""
+    where = _where_the_target_is(cohort, key)
+    if where is None:
+        return ""
+    (part, whole), (low, high) = cohort.shares[key], cohort.interval(key)
+    relation = "which includes the target" if where == "includes the target" else f"wholly {where}"
+    return f"{part} of {whole}; {CONFIDENCE:.0%} interval {low:.2f} to {high:.2f}, {relation}"
+
+
+def how_sure_section(report: EvaluationReport) -> str:
+    """The target shares with their intervals: how far a cohort of this size can be trusted."""
+    keys = [t.key for t in TARGETS if any(t.key in c.shares for c in report.cohorts)]
+    if not keys:
+        return ""
+    header = ["Measure", "Target"] + [f"{c.name}: {h}" for c in report.cohorts
+                                      for h in ("share", f"{CONFIDENCE:.0%} interval")]
+    rows = []
+    for key in keys:
+        metric = BY_KEY[key]
+        row = [metric.title, metric.goal]
+        for cohort in report.cohorts:
+            if key not in cohort.shares or cohort.interval(key) is None:
+                row += ["n/a", "n/a"]
+                continue
+            (part, whole), (low, high) = cohort.shares[key], cohort.interval(key)
+            row += [f"{metric.show(part / whole)} ({part} of {whole})",
+                    f"{low:.2f} to {high:.2f} ({_where_the_target_is(cohort, key)})"]
+        rows.append(row)
+    return "\n".join([
+        "#### How sure are these shares?",
+        "",
+        "Each share is a count out of one cohort's dips, concerns or pupils, so another cohort of the same size "
+        f"would give a somewhat different figure. The {CONFIDENCE:.0%} interval (Wilson's score interval) is the "
+        "range of true shares the counts are consistent with. Where it includes the target, a cohort of this "
+        "size cannot tell the figure apart from the target; the verdicts above are on the figures themselves.",
+        "",
+        markdown(header, rows),
+    ])
 
 
 def _why(cohort: CohortEvaluation, key: str) -> str:
@@ -271,8 +323,9 @@ def missed_section(report: EvaluationReport) -> str:
         lines.append("None: every target is met on both cohorts.")
     for cohort, key in missed:
         metric = BY_KEY[key]
+        counted = _share_with_interval(cohort, key)
         lines.append(f"- **{cohort.name}, {metric.title.lower()}**: {metric.show(cohort.metrics[MODEL].get(key))} "
-                     f"against {metric.goal}. {_why(cohort, key)}.")
+                     f"against {metric.goal}{f' ({counted})' if counted else ''}. {_why(cohort, key)}.")
     stretch = [(c.name, t) for c in report.cohorts for t in TARGETS if t.reaches_stretch(c.metrics[MODEL].get(t.key))]
     if stretch:
         lines += ["", "Stretch goals reached: " + "; ".join(f"{name}: {t.title.lower()}" for name, t in stretch) + "."]
@@ -694,7 +747,8 @@ def versioning_section(report: EvaluationReport) -> str:
 def metrics_json(report: EvaluationReport) -> str:
     payload = {c.name: {"metrics": c.metrics, "fairness": c.fairness.to_dict()["comparisons"],
                         "threshold_sweep": c.threshold_sweep, "outside_dip": c.outside_dip.to_dict(),
-                        "late_dips": c.late_dips.to_dict()}
+                        "late_dips": c.late_dips.to_dict(),
+                        "shares": {key: list(counts) for key, counts in c.shares.items()}}
                for c in report.cohorts}
     return "<!-- metrics-json\n" + json.dumps(payload, default=str, sort_keys=True) + "\n-->"
 

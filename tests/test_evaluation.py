@@ -70,6 +70,42 @@ def test_alert_scores_by_hand(cohort):
     assert m["no_dip_flagged_share"] == pytest.approx(3 / 4)  # D, F, H of D, E, F, H
     assert m["long_illness_concern_share"] == 1.0
     assert m["alerts_per_100_per_week"] == pytest.approx(100 * 7 / 8 / 12)
+    assert score.shares() == {"recall_within_20": (2, 4), "alert_precision": (3, 7),
+                              "one_off_flagged_share": (1, 2), "no_dip_flagged_share": (3, 4)}
+
+
+@pytest.mark.parametrize("part, whole", [(54, 84), (68, 108), (0, 40), (40, 40), (1, 3)])
+def test_a_share_s_interval_is_wilson_s_score_interval(part, whole):
+    """Checked against the formula itself: centre (p + z^2/2n) / (1 + z^2/n), half-width
+    z sqrt(p(1-p)/n + z^2/4n^2) / (1 + z^2/n), z the normal's 97.5th percentile."""
+    from models.evaluation.targets import share_interval
+
+    z, p = 1.959963984540054, part / whole
+    centre = (p + z * z / (2 * whole)) / (1 + z * z / whole)
+    half = z * ((p * (1 - p) / whole + z * z / (4 * whole * whole)) ** 0.5) / (1 + z * z / whole)
+    low, high = share_interval(part, whole)
+    assert low == pytest.approx(centre - half, abs=1e-9) and high == pytest.approx(centre + half, abs=1e-9)
+    assert 0 <= low <= p <= high <= 1
+    assert share_interval(0, 0) is None
+
+
+def test_the_card_says_whether_a_target_lies_inside_a_share_s_interval():
+    """54 of 84 dips (0.64, interval 0.54 to 0.74) is wholly below 0.85; 68 of 108 concerns
+    (0.63, interval 0.54 to 0.71) includes 0.70; 1 of 180 one-off pupils is wholly below 0.05."""
+    from models.evaluation.run import CohortEvaluation, EvaluationReport
+    from reports.card import _share_with_interval, how_sure_section
+
+    cohort = CohortEvaluation("held-out", {}, {}, {}, None, {}, {}, {},  # type: ignore[arg-type]
+                              shares={"recall_within_20": (54, 84), "alert_precision": (68, 108),
+                                      "one_off_flagged_share": (1, 180), "no_dip_flagged_share": (30, 1000)})
+    assert _share_with_interval(cohort, "recall_within_20") == "54 of 84; 95% interval 0.54 to 0.74, wholly below the target"
+    assert _share_with_interval(cohort, "alert_precision") == ("68 of 108; 95% interval 0.54 to 0.71, which includes "
+                                                               "the target")
+    assert _share_with_interval(cohort, "median_lead_days") == ""
+    table = how_sure_section(EvaluationReport([cohort], {}, {}))
+    assert "| Alert precision (concerns inside a real dip) | >= 0.7 | 0.630 (68 of 108) | 0.54 to 0.71 (includes the target) |" in table
+    assert "| 0.006 (1 of 180) | 0.00 to 0.03 (below the target) |" in table
+    assert how_sure_section(EvaluationReport([CohortEvaluation("c", {}, {}, {}, None, {}, {}, {})], {}, {})) == ""  # type: ignore[arg-type]
 
 
 def test_repeat_alerts_count_for_precision_not_recall(cohort):
@@ -255,6 +291,11 @@ def test_card_matches_a_fresh_evaluation_and_observing_changes_nothing(tmp_path,
     assert written["shifted"]["threshold_sweep"] == json.loads(json.dumps(report.cohorts[1].threshold_sweep))
     assert written["held-out"]["outside_dip"] == json.loads(json.dumps(report.cohorts[0].outside_dip.to_dict()))
     assert written["held-out"]["late_dips"] == json.loads(json.dumps(report.cohorts[0].late_dips.to_dict()))
+    shares, model_metrics = report.cohorts[0].shares, report.cohorts[0].metrics[MODEL]
+    part, whole = shares["recall_within_20"]
+    assert whole == model_metrics["dips"] > 0 and part / whole == pytest.approx(model_metrics["recall_within_20"])
+    assert written["held-out"]["shares"]["alert_precision"] == list(shares["alert_precision"])
+    assert "#### How sure are these shares?" in text
     assert report.cohorts[0].late_dips.dips == report.cohorts[0].metrics[MODEL]["dips"]
     assert "#### Would another entry threshold have met both targets?" in text
     assert "#### Dips not caught within 20 school days: what stood in the way" in text

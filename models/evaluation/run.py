@@ -42,7 +42,7 @@ from models.evaluation.diagnostics import (
 from models.evaluation.fairness import FairnessAudit, attendance_by_pupil, audit
 from models.evaluation.ranking import ranking_metrics
 from models.evaluation.scoring import by_kind, concern_alerts, score_alerts
-from models.evaluation.targets import BY_KEY, TARGETS
+from models.evaluation.targets import BY_KEY, TARGETS, share_interval
 from models.evaluation.truth import Truth
 from models.policy import PolicyConfig
 from models.replay import replay_file
@@ -102,6 +102,12 @@ class CohortEvaluation:
     threshold_sweep: list[dict[str, Any]] = field(default_factory=list)
     outside_dip: OutsideDipConcerns = field(default_factory=OutsideDipConcerns)
     late_dips: LateDips = field(default_factory=LateDips)
+    # The model's target shares as (part, whole): how sure each figure is, for the card.
+    shares: dict[str, tuple[int, int]] = field(default_factory=dict)
+
+    def interval(self, key: str) -> tuple[float, float] | None:
+        """95% interval of a target share of the model (None for other figures)."""
+        return share_interval(*self.shares[key]) if key in self.shares else None
 
     def passes(self, key: str, system: str = MODEL) -> bool | None:
         return BY_KEY[key].passes(self.metrics[system].get(key))
@@ -156,10 +162,13 @@ def evaluate(model: RiskModel, marks_csv: Path, truth_csv: Path, roster_csv: Pat
                LAST4: baseline_alerts(register, LAST4)}
     metrics: dict[str, dict[str, float | None]] = {}
     leads: dict[str, list[int]] = {}
+    shares: dict[str, tuple[int, int]] = {}
     for system, alerts in systems.items():
         score = score_alerts(alerts, truth, school_days)
         metrics[system] = score.metrics()
         leads[system] = score.lead_days
+        if system == MODEL:
+            shares = score.shares()
     model_scores = model.score(rows.X)
     metrics[MODEL].update(ranking_metrics(model_scores, rows.y))
     sweep = threshold_sweep(rows, model_scores, truth, engine.policy)
@@ -196,7 +205,7 @@ def evaluate(model: RiskModel, marks_csv: Path, truth_csv: Path, roster_csv: Pat
         timing={"replay_seconds": round(replay_seconds, 1),
                 "marks_per_second": round(report.read / max(replay_seconds, 1e-9)),
                 "total_seconds": round(time.perf_counter() - started, 1)},
-        threshold_sweep=sweep, outside_dip=outside, late_dips=late,
+        threshold_sweep=sweep, outside_dip=outside, late_dips=late, shares=shares,
     )
 
 

@@ -97,6 +97,13 @@ class AlertScore:
             "dips": self.dips, "alerts": self.alerts, "flagged": self.flagged, "pupils": self.pupils,
         }
 
+    def shares(self) -> dict[str, tuple[int, int]]:
+        """The part and the whole of each target share, for its interval (`targets.share_interval`)."""
+        return {"recall_within_20": (self.detected_within_20, self.dips),
+                "alert_precision": (self.alerts_in_dip, self.alerts),
+                "one_off_flagged_share": (self.one_off_flagged, self.one_off_pupils),
+                "no_dip_flagged_share": (self.no_dip_flagged, self.no_dip_pupils)}
+
 
 class DayIndex:
     """School-day positions of dates; a date that is not a school day maps to the next one."""

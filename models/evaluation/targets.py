@@ -8,6 +8,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from scipy.stats import binomtest
+
+CONFIDENCE = 0.95
+
 
 @dataclass(frozen=True)
 class Metric:
@@ -57,3 +61,12 @@ METRICS: tuple[Metric, ...] = (
 )
 BY_KEY = {metric.key: metric for metric in METRICS}
 TARGETS = tuple(metric for metric in METRICS if metric.target is not None)
+
+
+def share_interval(part: int, whole: int) -> tuple[float, float] | None:
+    """95% interval of the share part/whole (Wilson's score interval, which stays inside 0-1 and
+    holds up for the few dozen dips of a cohort); None when there is nothing to share."""
+    if whole <= 0:
+        return None
+    interval = binomtest(part, whole).proportion_ci(confidence_level=CONFIDENCE, method="wilson")
+    return float(interval.low), float(interval.high)
