@@ -275,7 +275,7 @@ def test_ops_dashboard_covers_the_pipeline():
         "reconnect_end_to_end_latency_seconds_bucket", "reconnect_consumer_lag_messages",
         "reconnect_marks_dead_lettered_total", "reconnect_rebalances_total", "reconnect_batch_size_marks_bucket",
         "reconnect_scoring_seconds_per_mark_bucket", "reconnect_pupils_tracked", "reconnect_model_info",
-        "reconnect_last_mark_processed_timestamp_seconds",
+        "reconnect_last_mark_processed_timestamp_seconds", "reconnect_consumer_offsets_skipped_total",
     ):
         assert metric in used, f"ops dashboard lacks {metric}"
 
