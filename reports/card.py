@@ -259,10 +259,11 @@ def how_sure_section(report: EvaluationReport) -> str:
         metric = BY_KEY[key]
         row = [metric.title, metric.goal]
         for cohort in report.cohorts:
-            if key not in cohort.shares or cohort.interval(key) is None:
+            interval = cohort.interval(key)
+            if interval is None:
                 row += ["n/a", "n/a"]
                 continue
-            (part, whole), (low, high) = cohort.shares[key], cohort.interval(key)
+            (part, whole), (low, high) = cohort.shares[key], interval
             row += [f"{metric.show(part / whole)} ({part} of {whole})",
                     f"{low:.2f} to {high:.2f} ({_where_the_target_is(cohort, key)})"]
         rows.append(row)
