@@ -227,22 +227,19 @@ def evaluation_section(report: EvaluationReport, info: dict[str, Any]) -> str:
     return "\n".join([*lines, "", sure] if sure else lines)
 
 
-def _where_the_target_is(cohort: CohortEvaluation, key: str) -> str | None:
-    """Where a target lies against the interval of the cohort's share: 'includes the target',
-    'below the target' or 'above the target' (None when the figure is not a share)."""
-    interval, target = cohort.interval(key), BY_KEY[key].target
-    if interval is None or target is None:
-        return None
+def _where_the_target_is(interval: tuple[float, float], target: float) -> str:
+    """Where a target lies against a share's interval: it includes it, or lies below or above it."""
     low, high = interval
     return "includes the target" if low <= target <= high else "below the target" if high < target else "above the target"
 
 
 def _share_with_interval(cohort: CohortEvaluation, key: str) -> str:
     """'68 of 108; 95% interval 0.54 to 0.72, which includes the target' ('' when not a share)."""
-    where = _where_the_target_is(cohort, key)
-    if where is None:
+    interval, target = cohort.interval(key), BY_KEY[key].target
+    if interval is None or target is None:
         return ""
-    (part, whole), (low, high) = cohort.shares[key], cohort.interval(key)
+    where = _where_the_target_is(interval, target)
+    (part, whole), (low, high) = cohort.shares[key], interval
     relation = "which includes the target" if where == "includes the target" else f"wholly {where}"
     return f"{part} of {whole}; {CONFIDENCE:.0%} interval {low:.2f} to {high:.2f}, {relation}"
 
@@ -265,7 +262,7 @@ def how_sure_section(report: EvaluationReport) -> str:
                 continue
             (part, whole), (low, high) = cohort.shares[key], interval
             row += [f"{metric.show(part / whole)} ({part} of {whole})",
-                    f"{low:.2f} to {high:.2f} ({_where_the_target_is(cohort, key)})"]
+                    f"{low:.2f} to {high:.2f} ({_where_the_target_is(interval, metric.target)})"]
         rows.append(row)
     return "\n".join([
         "#### How sure are these shares?",
