@@ -484,3 +484,16 @@ def test_dips_not_caught_within_20_days_by_what_stood_in_the_way():
     assert out.holds == {Hold.NOTHING_RECENT.value: 1} and out.highest_scores == [0.3]
     assert (out.labelled_days, out.label_dip_days) == (15, 5) and out.label_dip_share == pytest.approx(1 / 3)
     assert json.loads(json.dumps(out.to_dict()))["reasons"] == out.reasons
+
+
+def test_the_training_sweep_says_it_is_not_the_shipped_models_measure():
+    from models.policy import PolicyConfig, thresholds
+    from reports.card import sweep_caveat
+
+    policy = thresholds(PolicyConfig(), 0.775)
+    sweep = [{"enter_score": 0.75, "alert_precision": 0.7, "recall_within_20": 0.7},
+             {"enter_score": 0.775, "alert_precision": 0.792, "recall_within_20": 0.603}]
+    text = sweep_caveat(sweep, policy)
+    assert "at the chosen 0.775: alert precision 0.792, recall within 20 days 0.603" in text
+    assert "refitted on every row" in text and "the evaluation on the two unseen cohorts above is" in text
+    assert "at the chosen" not in sweep_caveat(sweep, thresholds(PolicyConfig(), 0.9))
