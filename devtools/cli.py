@@ -39,6 +39,35 @@ def bench(out: Path, marks: int, burst_pupils: int, burst_seconds: float, replay
 
 
 @cli.command()
+@click.option("--model", "model_path", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="Model to measure (default: the shipped one).")
+@click.option("--seed", "seeds", type=int, multiple=True,
+              help="Development cohort seed (repeatable; default: nine). Evaluation and training seeds are refused.")
+@click.option("--enter", "enter_scores", type=click.FloatRange(0, 1), multiple=True,
+              help="Entry score to measure at (repeatable; default: the model's own).")
+@click.option("--schools", default=4, show_default=True)
+@click.option("--pupils-per-school", default=300, show_default=True)
+@click.option("--cache", type=click.Path(file_okay=False, path_type=Path), default=REPO_ROOT / "var" / "frontier",
+              show_default=True, help="Where the simulated cohorts are kept between runs.")
+def frontier(model_path: Path | None, seeds: tuple[int, ...], enter_scores: tuple[float, ...], schools: int,
+             pupils_per_school: int, cache: Path) -> None:
+    """Alert precision against dips caught within 20 days, pooled over development cohorts."""
+    from devtools.frontier import DEFAULT_SEEDS, HeldBackSeed, measure, render
+    from models.artifact import load_model
+    from streams.settings import load_settings
+
+    settings = load_settings()
+    model = load_model(model_path or settings.model_path)
+    enter = enter_scores or (model.policy.enter_score,)
+    try:
+        points = measure(model, seeds or DEFAULT_SEEDS, enter, cache=cache, window_days=settings.state_window_days,
+                         schools=schools, pupils_per_school=pupils_per_school, echo=click.echo)
+    except HeldBackSeed as refused:
+        raise click.UsageError(str(refused)) from None
+    click.echo(render(points, shipped=model.policy.enter_score))
+
+
+@cli.command()
 @click.option("--port", type=int, default=None, help="Port on 127.0.0.1 (default: a free one).")
 def broker(port: int | None) -> None:
     """Run the embedded Kafka-compatible broker (tansu, in memory) until Ctrl-C or SIGTERM. Dev and tests only."""

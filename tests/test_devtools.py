@@ -75,3 +75,41 @@ def test_the_count_only_bench_agent_keeps_faust_data_out_of_the_working_tree(tmp
         assert default.is_relative_to(Path(default_args.data_dir).resolve())
     finally:
         shutil.rmtree(default_args.data_dir, ignore_errors=True)
+
+
+def test_the_frontier_refuses_evaluation_and_training_cohorts(model_path):
+    from devtools.frontier import HeldBackSeed, refuse_held_back
+    from models.artifact import load_model
+    from models.evaluation.cohorts import DEFAULT_EVAL_SEED, SHIFTED_EVAL_SEED
+
+    model = load_model(model_path)
+    for seed in (DEFAULT_EVAL_SEED, SHIFTED_EVAL_SEED, model.training["simulation"]["seed"]):
+        with pytest.raises(HeldBackSeed, match=f"seed {seed} is"):
+            refuse_held_back([99, seed], model)
+    refuse_held_back([99, 101], model)
+    refused = subprocess.run([sys.executable, "-m", "devtools.cli", "frontier", "--seed", str(DEFAULT_EVAL_SEED)],
+                             capture_output=True, text=True, cwd=REPO_ROOT, timeout=120)
+    assert refused.returncode == 2 and "evaluation cohort" in refused.stderr
+
+
+def test_the_frontier_pools_every_cohorts_counts(model_path, tmp_path):
+    from devtools.frontier import measure, render
+    from models.artifact import load_model
+
+    model = load_model(model_path)
+    points = measure(model, [3, 5], [0.5, model.policy.enter_score], cache=tmp_path, window_days=126,
+                     schools=1, pupils_per_school=120)
+    low, shipped = points
+    assert [p.enter_score for p in points] == [0.5, model.policy.enter_score]
+    for point in points:
+        first, second = point.per_cohort
+        assert point.pooled.alerts == first.alerts + second.alerts
+        assert point.pooled.alerts_in_dip == first.alerts_in_dip + second.alerts_in_dip
+        assert point.pooled.dips == first.dips + second.dips > 0
+        assert sorted(point.pooled.lead_days) == sorted(first.lead_days + second.lead_days)
+        weeks = (first.pupils * first.school_days + second.pupils * second.school_days) / 5
+        assert point.concerns_per_100_per_week == pytest.approx(100 * point.pooled.alerts / weeks)
+    assert low.pooled.alerts >= shipped.pooled.alerts  # a lower entry score never raises fewer concerns here
+    table = render(points, shipped=model.policy.enter_score)
+    assert "Pooled over 2 development cohorts" in table and f"{model.policy.enter_score:.3f} (shipped)" in table
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["default-1x120-seed3", "default-1x120-seed5"]
