@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import datetime as dt
 import statistics
+import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -54,15 +55,20 @@ def refuse_held_back(seeds: Sequence[int], model: RiskModel) -> None:
 
 
 def cohort_files(cache: Path, seed: int, schools: int, pupils_per_school: int) -> dict[str, Path]:
-    """The cohort's marks, truth and roster, simulated into the cache the first time."""
+    """The cohort's marks, truth and roster, simulated into the cache the first time (into a folder
+    renamed only once complete, so an interrupted run never leaves a cut-short cohort to be reused)."""
     folder = cache / f"{PROFILE}-{schools}x{pupils_per_school}-seed{seed}"
-    files = {name: folder / f"{name}.csv" for name in ("marks", "truth", "roster")}
-    if not all(path.exists() for path in files.values()):
-        folder.mkdir(parents=True, exist_ok=True)
-        simulate_year(SimulationConfig(schools=schools, pupils_per_school=pupils_per_school, phase="mixed",
-                                       seed=seed, profile=PROFILE),
-                      marks_path=files["marks"], truth_path=files["truth"], roster_path=files["roster"])
-    return files
+    names = ("marks", "truth", "roster")
+    if not folder.is_dir():
+        cache.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=cache, prefix=".simulating-") as scratch:
+            partial = Path(scratch) / "cohort"
+            partial.mkdir()
+            simulate_year(SimulationConfig(schools=schools, pupils_per_school=pupils_per_school, phase="mixed",
+                                           seed=seed, profile=PROFILE),
+                          **{f"{name}_path": partial / f"{name}.csv" for name in names})
+            partial.rename(folder)
+    return {name: folder / f"{name}.csv" for name in names}
 
 
 def pooled(scores: Sequence[AlertScore]) -> AlertScore:
