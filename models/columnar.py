@@ -73,10 +73,10 @@ from models.state import (
     cached_year_start,
     outside_window,
 )
-from schemas.codes import BY_INDEX
+from schemas.codes import BY_INDEX, CODES
 from schemas.events import InterventionEvent
 from schemas.marks import MarkRejected, RegisterMark, RejectReason, Session
-from schemas.recording import RECORDING_EPOCH, supersedes
+from schemas.recording import RECORDING_EPOCH, recording_stamp, supersedes
 
 # A pupil's timeline is a grid row of two slots a day; a pupil spanning more days than this
 # (a date typed years out) is left to the engine rather than widening every pupil's row.
@@ -131,21 +131,40 @@ class MarkColumns:
     @classmethod
     def from_marks(cls, marks: Sequence[RegisterMark], lines: Sequence[int] | None = None) -> MarkColumns:
         """Columns of already-validated marks (tests, and callers holding marks)."""
-        from schemas.codes import CODES
-        from schemas.recording import recording_stamp
+        builder = MarkColumnsBuilder()
+        for mark in marks:
+            builder.add(mark)
+        return builder.build(lines)
 
-        pupils: dict[str, int] = {}
-        schools: dict[str, int] = {}
-        n = len(marks)
-        return cls(
-            pupil=np.fromiter((pupils.setdefault(m.pupil_id, len(pupils)) for m in marks), np.int32, n),
-            school=np.fromiter((schools.setdefault(m.school_id, len(schools)) for m in marks), np.int32, n),
-            ordinal=np.fromiter((m.date.toordinal() for m in marks), np.int64, n),
-            pm=np.fromiter((m.session is Session.PM for m in marks), bool, n),
-            code=np.fromiter((CODES[m.code].index for m in marks), np.uint8, n),
-            stamp=np.fromiter((recording_stamp(m.recorded_at) for m in marks), np.int64, n),
-            line=np.asarray(lines if lines is not None else np.zeros(n), dtype=np.int64),
-            pupil_ids=list(pupils), school_ids=list(schools))
+
+class MarkColumnsBuilder:
+    """Columns of validated marks collected one at a time (a stream being read for another use)."""
+
+    def __init__(self) -> None:
+        self._pupils: dict[str, int] = {}
+        self._schools: dict[str, int] = {}
+        self._pupil, self._school = array("i"), array("i")
+        self._ordinal, self._stamp = array("q"), array("q")
+        self._pm, self._code = array("B"), array("B")
+
+    def add(self, mark: RegisterMark) -> None:
+        self._pupil.append(self._pupils.setdefault(mark.pupil_id, len(self._pupils)))
+        self._school.append(self._schools.setdefault(mark.school_id, len(self._schools)))
+        self._ordinal.append(mark.date.toordinal())
+        self._pm.append(mark.session is Session.PM)
+        self._code.append(CODES[mark.code].index)
+        self._stamp.append(recording_stamp(mark.recorded_at))
+
+    def build(self, lines: Sequence[int] | None = None) -> MarkColumns:
+        def column(values: array, dtype: type) -> np.ndarray:
+            return np.frombuffer(values, dtype=dtype).astype(dtype, copy=True)
+
+        return MarkColumns(
+            pupil=column(self._pupil, np.int32), school=column(self._school, np.int32),
+            ordinal=column(self._ordinal, np.int64), pm=column(self._pm, np.uint8).astype(bool),
+            code=column(self._code, np.uint8), stamp=column(self._stamp, np.int64),
+            line=np.asarray(lines if lines is not None else np.zeros(len(self._pupil)), dtype=np.int64),
+            pupil_ids=list(self._pupils), school_ids=list(self._schools))
 
 
 class ColumnarSource(Protocol):
