@@ -40,7 +40,7 @@ def _ensure_model(settings: Settings) -> None:
     try:
         model = load_model(settings.model_path)
         console.print(f"[bold]Model[/] {model.version} ({type(model.pipeline[-1]).__name__}, "
-                      f"alert threshold {model.policy.enter_score:.2f})")
+                      f"alert threshold {model.policy.enter_score:.3f})")
     except ModelCompatibilityError as exc:
         console.print(f"[yellow]{exc}[/]\nTraining a model first (a few minutes)...")
         run_command(reconnect_command("train"), timeout=3600).check_returncode()
