@@ -46,12 +46,15 @@ class HeldBackSeed(ValueError):
 def refuse_held_back(seeds: Sequence[int], model: RiskModel) -> None:
     evaluation = {config.seed for config in EVALUATION_COHORTS.values()}
     training = model.training.get("simulation") or {}
+    validation = model.training.get("validation") or {}
     for seed in seeds:
         if seed in evaluation:
             raise HeldBackSeed(f"seed {seed} is an evaluation cohort's: nothing may be chosen on it "
                                f"(evaluation seeds {sorted(evaluation)})")
         if seed == training.get("seed") and training.get("profile", PROFILE) == PROFILE:
             raise HeldBackSeed(f"seed {seed} is the model's own training cohort: its figures are in-sample")
+        if seed == validation.get("seed") and validation.get("profile", PROFILE) == PROFILE:
+            raise HeldBackSeed(f"seed {seed} is the model's validation cohort: its threshold was chosen on it")
 
 
 def cohort_files(cache: Path, seed: int, schools: int, pupils_per_school: int) -> dict[str, Path]:

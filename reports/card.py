@@ -41,6 +41,7 @@ from models.evaluation.truth import DIP_KINDS, HEALTH_KINDS, ONE_OFF_KINDS, OTHE
 from models.features import FEATURE_NAMES
 from models.policy import Hold, PolicyConfig
 from models.simulator.model import UNAUTHORISED_LENGTHS
+from models.training import CHOSEN_BY_ENGINE, TARGET_EPISODES
 from reports import plots
 from reports.tables import (
     evaluation_markdown,
@@ -136,7 +137,7 @@ def tiers_text(policy: PolicyConfig) -> str:
         "",
         "The model's calibrated score says how likely a dip is; the register decides whether an alert is "
         "due at all and how serious it is. A `concern` is raised when the score reaches "
-        f"{policy.enter_score:.2f} and none of these holds it back:",
+        f"{policy.enter_score:.3f} and none of these holds it back:",
         "",
         "1. **Health is not a dip.** The current absence is all illness or medical appointments (I, M), "
         "however long; or the last 40 sessions' absence is an illness (all of it illness but two sessions, "
@@ -199,8 +200,9 @@ def evaluation_section(report: EvaluationReport, info: dict[str, Any]) -> str:
         "## Evaluation on two unseen cohorts",
         "",
         f"Training simulated its own cohort (profile `default`, seed {info['training'].get('seed', '?')}) and chose "
-        "its threshold on that cohort's held-out schools. Neither cohort below was seen by training or "
-        "by any choice made for the model: the held-out cohort has other pupils and schools of the training "
+        f"its threshold on {info['metrics'].get('threshold_chosen_over', 'its held-out schools')}. Neither cohort "
+        "below was seen by training or by any choice made for the model: the held-out cohort has other pupils and "
+        "schools of the training "
         "profile; the shifted cohort comes from a deliberately different profile (different dip shapes, illness "
         "season, look-alike lengths and mix).",
         "",
@@ -276,7 +278,11 @@ def how_sure_section(report: EvaluationReport) -> str:
     ])
 
 
-def _why(cohort: CohortEvaluation, key: str) -> str:
+def _learns_episodes(info: dict[str, Any]) -> bool:
+    return info.get("metrics", {}).get("target") == TARGET_EPISODES
+
+
+def _why(cohort: CohortEvaluation, key: str, learns_episodes: bool) -> str:
     """What the cohort's episodes say about a missed target."""
     kinds = cohort.by_kind
     non_dip = [(k, v) for k, v in kinds.items() if k not in DIP_KINDS and v.get("pupils")]
@@ -297,7 +303,9 @@ def _why(cohort: CohortEvaluation, key: str) -> str:
                  "whose absence bunches into a bad few weeks" if c.get("no_dip_label_dip_attendance") is not None else "")
         label_view = (f". By the label, {c.get('no_dip_pupils_with_label_dips')} of {c.get('no_dip_pupils')} pupils "
                       f"with no dip episode did dip at some point{often}. The register and the label say dip where "
-                      "the simulator's ground truth does not, and the model learns the label")
+                      "the simulator's ground truth does not"
+                      + ("; the model learns the ground truth's dip episodes, but sees only the register"
+                         if learns_episodes else ", and the model learns the label"))
         return ("flagged pupils without a dip: " + "; ".join(parts) if parts else "no flagged pupils without a dip") \
             + label_view
     if key in ("recall_within_20", "median_lead_days"):
@@ -323,7 +331,8 @@ def missed_section(report: EvaluationReport) -> str:
         metric = BY_KEY[key]
         counted = _share_with_interval(cohort, key)
         lines.append(f"- **{cohort.name}, {metric.title.lower()}**: {metric.show(cohort.metrics[MODEL].get(key))} "
-                     f"against {metric.goal}{f' ({counted})' if counted else ''}. {_why(cohort, key)}.")
+                     f"against {metric.goal}{f' ({counted})' if counted else ''}. "
+                     f"{_why(cohort, key, _learns_episodes(report.model))}.")
     stretch = [(c.name, t) for c in report.cohorts for t in TARGETS if t.reaches_stretch(c.metrics[MODEL].get(t.key))]
     if stretch:
         lines += ["", "Stretch goals reached: " + "; ".join(f"{name}: {t.title.lower()}" for name, t in stretch) + "."]
@@ -392,7 +401,8 @@ def sweep_section(report: EvaluationReport, policy: PolicyConfig) -> str:
         "#### Would another entry threshold have met both targets?",
         "",
         "This is for understanding only: nothing was chosen from it. The shipped entry score "
-        f"({policy.enter_score:.2f}) was chosen on the training cohort only (its held-out schools), never on "
+        f"({policy.enter_score:.3f}) was chosen in training, on "
+        f"{report.model.get('metrics', {}).get('threshold_chosen_over', 'the training cohort')}, never on "
         "these cohorts. Each row runs the real alert policy over every pupil's end-of-day score on the cohort at "
         "that entry score, with the tiers and exit score spaced from it as training spaces them, and scores its "
         "concerns against the simulator's ground truth. It is the policy at day ends: the engine decides at every "
@@ -463,7 +473,7 @@ def _late_in_words(late: LateDips) -> str:
         if reason == BELOW_ENTRY and late.highest_scores:
             part += f" (the median of their highest scores {statistics.median(late.highest_scores):.2f}"
             if late.label_dip_share is not None:
-                part += (f"; the label, which the model learns, calls {late.label_dip_share:.0%} of those dips' "
+                part += (f"; the label calls {late.label_dip_share:.0%} of those dips' "
                          f"{late.labelled_days} labelled day ends a dip")
             part += ")"
         parts.append(part)
@@ -532,7 +542,7 @@ def outside_dip_section(report: EvaluationReport, policy: PolicyConfig) -> str:
         "dip (tier 2): "
         f"{week} school days or more of unexplained absence in a row, or under {policy.severe_rate:.0%} of the "
         f"last 20 sessions (or of the last 40) attended. **Raised below the entry score** means the score was under "
-        f"{policy.enter_score:.2f} and the concern came from the rule that a week ({week} school days) of unexplained "
+        f"{policy.enter_score:.3f} and the concern came from the rule that a week ({week} school days) of unexplained "
         "absence in a row from a pupil who usually attends is always worth a call home; the score did not raise "
         "these, so a higher entry score would not have stopped them.",
         "",
@@ -667,8 +677,10 @@ def data_section(report: EvaluationReport, info: dict[str, Any]) -> str:
         f"`{info['training_data_sha256'][:16]}...`.",
         f"- Rows: day-end snapshots of every pupil with at least 20 possible sessions; fitted on every "
         f"{training.get('sample_every_school_days')}rd school day ({training.get('rows', 0):,} rows). Held out for "
-        f"model choice and threshold: schools {training.get('test_schools')} from {training.get('cutoff_day')} "
+        f"{'the choice between candidates' if training.get('validation') else 'model choice and threshold'}: schools {training.get('test_schools')} from {training.get('cutoff_day')} "
         "(later weeks, unseen schools); the candidates were fitted on earlier weeks of the other schools.",
+        *([f"- Validation, for the threshold only: simulated cohort, {json.dumps(training['validation'])}."]
+          if training.get("validation") else []),
         *[f"- {c.name} cohort: {c.cohort.get('pupils')} pupils, {c.cohort.get('dead_lettered')} rows dead-lettered."
           for c in report.cohorts],
     ])
@@ -700,17 +712,41 @@ def sweep_caveat(sweep: list[dict[str, Any]], policy: PolicyConfig) -> str:
             "model: the evaluation on the two unseen cohorts above is.")
 
 
+def _target_text(metrics: dict[str, Any]) -> str:
+    if metrics.get("target") == TARGET_EPISODES:
+        return (f"- What it learns: whether the pupil is inside one of their dip episodes at that day end, from "
+                f"{EARLY_GRACE_DAYS} school days before the simulator's onset (a concern then counts as early) to "
+                "recovery; the simulator knows its episodes, so training learns them rather than the label. The "
+                "label judges a day by the four weeks after it: a pupil at 88% on illness every Monday, inside a "
+                "dip throughout, clears its bar on most days, while a week of unexplained absence in a steady year "
+                "does not. The rows learnt from are those the label can judge, once the pupil has about ten school "
+                "weeks of sessions this year: the simulator starts no dip in its first six weeks, and taught those "
+                "weeks the model learnt the calendar rather than the register. A trust's own export has no ground "
+                "truth, and `reconnect train --marks MARKS.csv` learns the label.")
+    return "- What it learns: the label (below)."
+
+
 def training_section(info: dict[str, Any], policy: PolicyConfig) -> str:
     training = info["training"]
     sweep = training.get("threshold_sweep", [])
     metrics = info["metrics"]
+    by_engine = metrics.get("threshold_chosen_by") == CHOSEN_BY_ENGINE
+    compared = "; ".join(f"{k}: " + ", ".join(f"{mk} {mv}" for mk, mv in v.items())
+                         for k, v in metrics.get("candidates", {}).items())
+    ranked_best = max(metrics.get("candidates", {}).items(), key=lambda kv: kv[1].get("pr_auc") or 0.0,
+                      default=(None, {}))[0]
+    chosen = metrics.get("estimator", info["estimator"])
+    why_chosen = ("higher PR-AUC" if chosen == ranked_best else
+                  "the estimator `reconnect train` ships, `models.training.SHIPPED_ESTIMATOR`, whose comment gives "
+                  "the measured reason")
+    how = ("by the engine replaying, with the model shipped, the marks of " if by_engine
+           else "by running the real policy over day-end scores of ")
     return "\n".join([
         "## Model and training",
         "",
-        "- Candidates, compared on the held-out split (later weeks of unseen schools): "
-        + "; ".join(f"{k}: " + ", ".join(f"{mk} {mv}" for mk, mv in v.items())
-                    for k, v in metrics.get("candidates", {}).items())
-        + f". Chosen: **{metrics.get('estimator', info['estimator'])}** (higher PR-AUC).",
+        _target_text(metrics),
+        f"- Candidates, compared on the held-out split (later weeks of unseen schools): {compared}. "
+        f"Chosen: **{chosen}** ({why_chosen}).",
         "- Logistic regression: standardised features, L2 (C = 0.5). Gradient boosting: scikit-learn "
         "HistGradientBoostingClassifier, calibrated with isotonic regression (`CalibratedClassifierCV`, 3 folds "
         "of the training split), monotonic constraints "
@@ -719,24 +755,25 @@ def training_section(info: dict[str, Any], policy: PolicyConfig) -> str:
         f"- Alert threshold: the pastoral workload budget ({training.get('alert_budget_per_100_pupils_per_week')} "
         "concerns per 100 pupils per week, `reconnect train --budget`) is a hard cap; within it the entry threshold "
         "that meets the most of the targets above is chosen, then the best F1 of alert precision and recall within "
-        f"20 days (against {metrics.get('threshold_chosen_against')}), by running the real policy over day-end "
-        f"scores of {metrics.get('threshold_chosen_over', 'the held-out split')}, from the year's first day as the "
+        f"20 days (against {metrics.get('threshold_chosen_against')}), {how}"
+        f"{metrics.get('threshold_chosen_over', 'the held-out split')}, from the year's first day as the "
         "engine runs. "
-        f"Chosen: {policy.enter_score:.3f} (held-out rate {metrics.get('alerts_per_100_pupils_per_week')} per 100 "
+        f"Chosen: {policy.enter_score:.3f} (rate there {metrics.get('alerts_per_100_pupils_per_week')} per 100 "
         "pupils per week).",
         "- Explanations: per-feature log-odds contributions by occlusion against a typical pupil, one scoring call "
         "for every concern of a batch, grouped into attendance patterns in each alert.",
         "",
-        "Threshold sweep on the training cohort's held-out schools:",
+        f"Threshold sweep on {metrics.get('threshold_chosen_over', 'the held-out split')}"
+        + (", the engine replaying its marks with the model shipped:" if by_engine else ":"),
         "",
-        sweep_caveat(sweep, policy),
-        "",
+        *([] if by_engine else [sweep_caveat(sweep, policy), ""]),
         markdown(["enter score", "concerns /100/wk", "alert precision", "recall within 20 d", "median lead",
                   "one-off flagged", "no-dip flagged", "targets met", "F1", "within budget"],
                  [[f"{s['enter_score']:.3f}", f"{s['alerts_per_100_per_week']:.3f}", fmt(s["alert_precision"]),
                    fmt(s["recall_within_20"]), fmt(s.get("median_lead_days"), 1), fmt(s.get("one_off_flagged_share")),
                    fmt(s.get("no_dip_flagged_share")), str(s.get("targets_met", "")), f"{s['objective']:.3f}",
-                   "yes" if s["within_budget"] else "no"] for s in sweep[::2]]),
+                   "yes" if s["within_budget"] else "no"] for i, s in enumerate(sweep)
+                  if i % 2 == 0 or s["enter_score"] == policy.enter_score]),
     ])
 
 

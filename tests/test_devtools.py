@@ -77,13 +77,14 @@ def test_the_count_only_bench_agent_keeps_faust_data_out_of_the_working_tree(tmp
         shutil.rmtree(default_args.data_dir, ignore_errors=True)
 
 
-def test_the_frontier_refuses_evaluation_and_training_cohorts(model_path):
+def test_the_frontier_refuses_evaluation_training_and_validation_cohorts(model_path):
     from devtools.frontier import HeldBackSeed, refuse_held_back
     from models.artifact import load_model
     from models.evaluation.cohorts import DEFAULT_EVAL_SEED, SHIFTED_EVAL_SEED
 
     model = load_model(model_path)
-    for seed in (DEFAULT_EVAL_SEED, SHIFTED_EVAL_SEED, model.training["simulation"]["seed"]):
+    model.training["validation"] = {"seed": 10_007, "profile": "default"}  # a model whose threshold was validated
+    for seed in (DEFAULT_EVAL_SEED, SHIFTED_EVAL_SEED, model.training["simulation"]["seed"], 10_007):
         with pytest.raises(HeldBackSeed, match=f"seed {seed} is"):
             refuse_held_back([99, seed], model)
     refuse_held_back([99, 101], model)

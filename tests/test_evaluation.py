@@ -497,3 +497,31 @@ def test_the_training_sweep_says_it_is_not_the_shipped_models_measure():
     assert "at the chosen 0.775: alert precision 0.792, recall within 20 days 0.603" in text
     assert "refitted on every row" in text and "the evaluation on the two unseen cohorts above is" in text
     assert "at the chosen" not in sweep_caveat(sweep, thresholds(PolicyConfig(), 0.9))
+
+
+def test_the_training_section_says_what_the_model_learnt_and_how_its_threshold_was_chosen():
+    from models.policy import PolicyConfig, thresholds
+    from models.training import CHOSEN_AT_DAY_ENDS, CHOSEN_BY_ENGINE, TARGET_EPISODES, TARGET_LABEL
+    from reports.card import training_section
+
+    policy = thresholds(PolicyConfig(), 0.925)
+    sweep = [{"enter_score": e, "alerts_per_100_per_week": 0.3, "alert_precision": 0.7, "recall_within_20": 0.7,
+              "objective": 0.7, "within_budget": True} for e in (0.9, 0.925, 0.95)]
+    candidates = {"logistic": {"pr_auc": 0.79}, "boosted": {"pr_auc": 0.78}}
+    by_engine = {"estimator": "CalibratedClassifierCV", "training": {"threshold_sweep": sweep},
+                 "metrics": {"target": TARGET_EPISODES, "threshold_chosen_by": CHOSEN_BY_ENGINE,
+                             "threshold_chosen_over": "a validation cohort (seed 10007)", "estimator": "boosted",
+                             "candidates": candidates}}
+    text = training_section(by_engine, policy)
+    assert "whether the pupil is inside one of their dip episodes" in text
+    assert "the engine replaying, with the model shipped, the marks of a validation cohort (seed 10007)" in text
+    assert "| 0.925 |" in text  # the chosen row, though the table shows every other row
+    assert "SHIPPED_ESTIMATOR" in text and "refitted on every row" not in text
+
+    at_day_ends = {**by_engine, "metrics": {**by_engine["metrics"], "target": TARGET_LABEL, "estimator": "logistic",
+                                            "threshold_chosen_by": CHOSEN_AT_DAY_ENDS,
+                                            "threshold_chosen_over": "the held-out schools' whole year"}}
+    text = training_section(at_day_ends, policy)
+    assert "What it learns: the label" in text and "(higher PR-AUC)" in text
+    assert "running the real policy over day-end scores of the held-out schools' whole year" in text
+    assert "refitted on every row" in text

@@ -10,15 +10,17 @@ import pytest
 from models.artifact import ModelCompatibilityError, RiskModel, load_model, save_model
 from models.dataset import KEPT_STATS, TrainingSet
 from models.evaluation.policy_sim import PolicySimulation
+from models.evaluation.truth import Episode, Truth
 from models.features import FEATURE_NAMES
 from models.policy import PolicyConfig
 from models.training import (
     MONOTONIC,
     MONOTONIC_CST,
     choose_policy,
+    dip_episode_target,
+    learns_episodes,
     make_pipeline,
     policy_rows,
-    simulate_alert_rate,
     time_and_school_split,
 )
 
@@ -79,6 +81,16 @@ def test_monotonic_constraints_are_wired_and_respected():
             assert (steps >= -1e-12).all(), f"{name} is not monotonic ({direction:+d})"
 
 
+def simulate_alert_rate(scores: np.ndarray, ts: TrainingSet, config: PolicyConfig) -> float:
+    """Concerns per 100 pupils per school week when the policy sees these day-end scores, worked
+    out apart from the sweep."""
+    from models.evaluation.scoring import alerts_per_100_per_week
+
+    days = sum(1 for d in ts.school_days if ts.day.min() <= d.toordinal() <= ts.day.max())
+    alerts = PolicySimulation(ts, config).alerts(scores, config)
+    return alerts_per_100_per_week(alerts, len(np.unique(ts.pupil_id)), days)
+
+
 @pytest.mark.parametrize("budget", [1.0, 3.0, 8.0])
 def test_threshold_respects_the_budget(budget):
     ts = synthetic(80, 40, seed=3)
@@ -104,6 +116,34 @@ def test_a_tighter_budget_never_lowers_the_threshold():
     tight, _ = choose_policy(scores, ts, 1.0)
     assert tight.enter_score >= loose.enter_score
     assert simulate_alert_rate(scores, ts, tight) <= 1.0
+
+
+def test_the_dip_episode_target_runs_from_five_school_days_before_onset_to_recovery_for_dips_only():
+    ts = synthetic(3, 20, seed=1)
+    days = ts.school_days
+    truth = Truth({"P0": [Episode("avoidance", days[8], days[12])],
+                   "P1": [Episode("illness_block", days[2], days[8])],  # one-off: not a dip
+                   "P2": [Episode("young_carer", days[3], None), Episode("recurrent_illness", days[17], days[18])],
+                   "P9": [Episode("avoidance", days[0], None)]}, {}, {}, ["P0", "P1", "P2", "P9"])
+    target = dip_episode_target(ts, truth)
+    assert target.dtype == np.int8 and set(np.unique(target)) == {0, 1}
+    # P0: 5 school days early (days 3-7), then onset to the day before recovery (8-11). P2: the five
+    # days before day 3 reach back to the first day, and a dip without recovery runs to the last.
+    expected = {"P0": set(days[3:12]), "P1": set(), "P2": set(days)}
+    for pupil, wanted in expected.items():
+        rows = ts.pupil_id == pupil
+        got = {dt.date.fromordinal(int(d)) for d in ts.day[rows & (target == 1)]}
+        assert got == wanted, pupil
+
+
+def test_the_dip_episodes_are_learnt_once_the_pupil_has_a_full_measure_of_evidence():
+    ts = synthetic(4, 10, seed=2)
+    evidence = FEATURE_NAMES.index("evidence")
+    ts.X[:, evidence] = np.tile(np.linspace(0.55, 1.0, 10), 4)
+    ts.y[:10] = -1  # the label cannot judge the first pupil's rows
+    learnt = learns_episodes(ts)
+    assert not learnt[:10].any()
+    assert (learnt[10:] == (ts.X[10:, evidence] >= 1)).all() and learnt.sum() == 3
 
 
 def test_the_threshold_is_chosen_over_the_held_out_schools_whole_year():
@@ -138,20 +178,80 @@ def test_the_threshold_is_chosen_over_the_held_out_schools_whole_year():
 
 @pytest.mark.slow
 def test_training_chooses_its_threshold_over_the_held_out_schools_whole_year(tmp_path):
-    """End to end on a small simulated cohort: the threshold sweep ran over every school day of
-    the held-out schools (never the schools fitted on), the chosen entry score is one the sweep
-    measured within the budget, and the shipped pipeline scores the features it was fitted on."""
+    """End to end on a small simulated cohort, by default: the label learnt, the threshold sweep
+    over every school day of the held-out schools (never the schools fitted on), the chosen entry
+    score one the sweep measured within the budget, and the shipped pipeline scoring the features
+    it was fitted on."""
     from models.simulator import SimulationConfig
-    from models.training import train_on_simulation
+    from models.training import CHOSEN_AT_DAY_ENDS, TARGET_LABEL, train_on_simulation
 
     config = SimulationConfig(schools=3, pupils_per_school=150, phase="mixed", seed=13)
     model = train_on_simulation(config, window_days=126, scratch=tmp_path)
-    assert model.metrics["threshold_chosen_against"] == "ground truth (validation cohort)"
+    assert model.metrics["target"] == TARGET_LABEL and model.metrics["threshold_chosen_by"] == CHOSEN_AT_DAY_ENDS
+    assert model.metrics["threshold_chosen_against"] == "ground truth"
     assert model.metrics["threshold_chosen_over"].startswith("the held-out schools' whole year (1 school, ")
+    assert "validation" not in model.training
     sweep = {s["enter_score"]: s for s in model.training["threshold_sweep"]}
     chosen = sweep[model.policy.enter_score]
     assert chosen["within_budget"] or not any(s["within_budget"] for s in sweep.values())
-    assert model.metrics["alerts_per_100_pupils_per_week"] == pytest.approx(chosen["alerts_per_100_per_week"], abs=1e-3)
+    assert model.metrics["alerts_per_100_pupils_per_week"] == chosen["alerts_per_100_per_week"]
     assert len(model.training["test_schools"]) == 1
     scores = model.score(np.zeros((3, len(FEATURE_NAMES))))
     assert scores.shape == (3,) and np.isfinite(scores).all()
+
+
+@pytest.mark.slow
+def test_training_can_learn_the_dip_episodes_and_choose_by_replaying_a_validation_cohort(tmp_path):
+    """The two options: the candidates learn the cohort's dip episodes, and the threshold is chosen
+    for the model shipped by the engine replaying a validation cohort kept apart (another seed); the
+    engine with the shipped model and policy raises exactly the concerns the chosen row counted."""
+    from models.columnar import MarkColumns, replay_columns
+    from models.engine import DecisionEngine
+    from models.evaluation.run import OFFLINE_LIMITS
+    from models.evaluation.scoring import alerts_per_100_per_week, concern_alerts
+    from models.simulator import SimulationConfig
+    from models.simulator.generate import simulate_year
+    from models.training import (
+        CHOSEN_BY_ENGINE,
+        TARGET_EPISODES,
+        VALIDATION_SEED_OFFSET,
+        train,
+        train_on_simulation,
+        validation_config,
+    )
+    from schemas.interchange import read_marks
+
+    config = SimulationConfig(schools=3, pupils_per_school=150, phase="mixed", seed=13)
+    model = train_on_simulation(config, window_days=126, scratch=tmp_path, target=TARGET_EPISODES, validate=True)
+    assert model.metrics["target"] == TARGET_EPISODES and model.metrics["threshold_chosen_by"] == CHOSEN_BY_ENGINE
+    held_apart = validation_config(config)
+    assert (held_apart.seed, held_apart.schools, held_apart.profile) == (13 + VALIDATION_SEED_OFFSET, 2, "default")
+    assert model.training["validation"]["seed"] == held_apart.seed
+    sweep = {s["enter_score"]: s for s in model.training["threshold_sweep"]}
+    chosen = sweep[model.policy.enter_score]
+    assert model.metrics["alerts_per_100_pupils_per_week"] == chosen["alerts_per_100_per_week"]
+
+    marks_csv = tmp_path / "validation.csv"
+    simulate_year(held_apart, marks_path=marks_csv, truth_path=tmp_path / "t.csv", roster_path=tmp_path / "r.csv")
+    marks = [row.mark for row in read_marks(marks_csv, limits=OFFLINE_LIMITS) if row.mark is not None]
+    alerts = concern_alerts(replay_columns(DecisionEngine(model, window_days=126), MarkColumns.from_marks(marks),
+                                           keep_states=False).events)
+    rate = alerts_per_100_per_week(alerts, len({m.pupil_id for m in marks}), len({m.date for m in marks}))
+    assert round(rate, 3) == chosen["alerts_per_100_per_week"]
+
+    with pytest.raises(ValueError, match="needs the cohort's ground truth"):
+        train(iter(marks), window_days=126, data_sha256="0" * 64, target=TARGET_EPISODES)
+
+
+@pytest.mark.parametrize("flags", [["--target", "episodes"], ["--validation-cohort"]])
+def test_a_register_export_cannot_be_taught_the_dip_episodes_or_validated(tmp_path, flags):
+    """A trust's own export has no ground truth: the options that need one are refused, before any work."""
+    from click.testing import CliRunner
+
+    from streams.commands.modelling import train as command
+
+    export = tmp_path / "marks.csv"
+    export.write_text("school_id,pupil_id,date,session,code,recorded_at\n", encoding="utf-8")
+    result = CliRunner().invoke(command, ["--marks", str(export), "--out", str(tmp_path / "m.skops"), *flags])
+    assert result.exit_code == 2 and "need a simulated cohort's ground truth" in result.output
+    assert not (tmp_path / "m.skops").exists()

@@ -86,19 +86,29 @@ def replay(marks_csv: Path, out: Path, dead_letter_path: Path | None, model_path
               help="Pastoral workload budget: concerns per 100 pupils per week (sets the alert threshold).")
 @click.option("--estimator", type=click.Choice(["logistic", "boosted", "best"]), default="best",
               show_default=True, help="Which of the compared estimators to ship (best: by held-out PR-AUC).")
+@click.option("--target", type=click.Choice(["label", "episodes"]), default="label", show_default=True,
+              help="What the model learns: the label, or (simulated training only) the simulator's own dip "
+                   "episodes, which changes what counts as a dip (models.training.dip_episode_target).")
+@click.option("--validation-cohort", is_flag=True,
+              help="Simulated training only: choose the alert threshold by replaying a validation cohort kept "
+                   "apart through the engine with the model shipped, instead of at the held-out schools' day ends.")
 def train(marks_csv: Path | None, out: Path | None, schools: int, pupils_per_school: int, seed: int,
-          budget: float | None, estimator: str) -> None:
+          budget: float | None, estimator: str, target: str, validation_cohort: bool) -> None:
     """Fit, compare and calibrate the risk model on features from the stream's own feature code."""
     from models.artifact import save_model
     from models.evaluation.run import OFFLINE_LIMITS
-    from models.training import DEFAULT_ALERT_BUDGET, file_sha256, train_on_simulation
+    from models.training import DEFAULT_ALERT_BUDGET, TARGET_EPISODES, TARGET_LABEL, file_sha256, train_on_simulation
     from models.training import train as fit
     from schemas.interchange import read_marks
 
+    if marks_csv is not None and (target == "episodes" or validation_cohort):
+        raise click.UsageError("--target episodes and --validation-cohort need a simulated cohort's ground truth; "
+                               "a register export has none")
     settings = load_settings()
     out = out or settings.model_path
     budget = budget if budget is not None else DEFAULT_ALERT_BUDGET
     ship = None if estimator == "best" else estimator
+    learnt = TARGET_EPISODES if target == "episodes" else TARGET_LABEL
     started = time.perf_counter()
     if marks_csv is None:
         from models.simulator import SimulationConfig
@@ -107,7 +117,8 @@ def train(marks_csv: Path | None, out: Path | None, schools: int, pupils_per_sch
                    "to train on...")
         model = train_on_simulation(SimulationConfig(schools=schools, pupils_per_school=pupils_per_school,
                                                      phase="mixed", seed=seed),
-                                    window_days=settings.state_window_days, budget=budget, ship=ship)
+                                    window_days=settings.state_window_days, budget=budget, target=learnt,
+                                    validate=validation_cohort, ship=ship)
     else:
         marks = (row.mark for row in read_marks(marks_csv, limits=OFFLINE_LIMITS) if row.mark is not None)
         model = fit(marks, window_days=settings.state_window_days, data_sha256=file_sha256(marks_csv), seed=seed,
