@@ -5,13 +5,13 @@ schools and are measured on the later part of the year in schools they have neve
 What they learn: by default the label (models.labels), which judges a day by what its next
 four weeks showed. With a simulated cohort's ground truth they can instead learn whether the
 pupil is inside one of their dip episodes (`TARGET_EPISODES`, `dip_episode_target`); that is a
-choice about what a dip is, measured in the closing notes of issue 13 and not the default.
+choice about what a dip is, measured in docs/dip-definition.md, and not the default.
 
 Two candidates are compared on that held-out split: a logistic regression (standardised
 features) and a histogram gradient-boosted classifier with monotonic constraints where the
 direction is certain; both are calibrated (`CalibratedClassifierCV`, fitted on the training
-split only). The one shipped (`SHIPPED_ESTIMATOR`, or the better on held-out PR-AUC) is refitted
-on every row.
+split only). The better on held-out PR-AUC (or the one `ship` names) is kept, and refitted on
+every row for shipping.
 
 The alert threshold: the pastoral workload budget (concerns per 100 pupils per school week)
 is a hard cap. Within it, the entry threshold that meets the most alert targets
@@ -399,7 +399,7 @@ VALIDATION_PUPILS_PER_SCHOOL = 300
 def validation_config(config: Any) -> Any:
     """The cohort training keeps apart to choose its threshold on: the training profile and phase,
     another seed, two thirds of the schools at (at most) 300 pupils each (8 x 300 for the default
-    12 x 400: some 170 dips, a few minutes of engine replay over the threshold grid)."""
+    12 x 400: some 170 dips, about a minute of engine replay over the threshold grid)."""
     from models.evaluation.cohorts import EVALUATION_COHORTS
 
     validation = config.model_copy(update={

@@ -722,7 +722,8 @@ def _target_text(metrics: dict[str, Any]) -> str:
                 "does not. The rows learnt from are those the label can judge, once the pupil has about ten school "
                 "weeks of sessions this year: the simulator starts no dip in its first six weeks, and taught those "
                 "weeks the model learnt the calendar rather than the register. A trust's own export has no ground "
-                "truth, and `reconnect train --marks MARKS.csv` learns the label.")
+                "truth, and `reconnect train --marks MARKS.csv` learns the label. This is not the default: "
+                "`docs/dip-definition.md` says why.")
     return "- What it learns: the label (below)."
 
 
@@ -736,9 +737,7 @@ def training_section(info: dict[str, Any], policy: PolicyConfig) -> str:
     ranked_best = max(metrics.get("candidates", {}).items(), key=lambda kv: kv[1].get("pr_auc") or 0.0,
                       default=(None, {}))[0]
     chosen = metrics.get("estimator", info["estimator"])
-    why_chosen = ("higher PR-AUC" if chosen == ranked_best else
-                  "the estimator `reconnect train` ships, `models.training.SHIPPED_ESTIMATOR`, whose comment gives "
-                  "the measured reason")
+    why_chosen = "higher PR-AUC" if chosen == ranked_best else "named by `reconnect train --estimator`"
     how = ("by the engine replaying, with the model shipped, the marks of " if by_engine
            else "by running the real policy over day-end scores of ")
     return "\n".join([

@@ -516,7 +516,7 @@ def test_the_training_section_says_what_the_model_learnt_and_how_its_threshold_w
     assert "whether the pupil is inside one of their dip episodes" in text
     assert "the engine replaying, with the model shipped, the marks of a validation cohort (seed 10007)" in text
     assert "| 0.925 |" in text  # the chosen row, though the table shows every other row
-    assert "SHIPPED_ESTIMATOR" in text and "refitted on every row" not in text
+    assert "(named by `reconnect train --estimator`)" in text and "refitted on every row" not in text
 
     at_day_ends = {**by_engine, "metrics": {**by_engine["metrics"], "target": TARGET_LABEL, "estimator": "logistic",
                                             "threshold_chosen_by": CHOSEN_AT_DAY_ENDS,
