@@ -8,30 +8,27 @@ nothing may be chosen on them, and the training cohort is in-sample: so this too
 seeds of the training profile only, and refuses those.
 
 Each cohort is simulated once into the cache directory and replayed through the engine's own rules
-in columns (`models.columnar`, held equal to `DecisionEngine` by tests), as the stream would decide.
+in columns (`models.training.EngineReplay` over `models.columnar`, held equal to `DecisionEngine` by
+tests), as the stream would decide, and as `reconnect train --validation-cohort` chooses its threshold.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import statistics
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-import numpy as np
-
 from models.artifact import RiskModel
-from models.columnar import replay_columns
-from models.engine import DecisionEngine
 from models.evaluation.cohorts import EVALUATION_COHORTS
 from models.evaluation.run import OFFLINE_LIMITS
-from models.evaluation.scoring import SCHOOL_DAYS_PER_WEEK, AlertScore, concern_alerts, score_alerts
+from models.evaluation.scoring import SCHOOL_DAYS_PER_WEEK, AlertScore, score_alerts
 from models.evaluation.targets import BY_KEY, share_interval
 from models.evaluation.truth import Truth
 from models.policy import thresholds
 from models.simulator.generate import SimulationConfig, simulate_year
+from models.training import EngineReplay
 from reports.tables import fmt, markdown
 from streams.mark_columns import read_mark_columns
 
@@ -108,11 +105,9 @@ def measure(model: RiskModel, seeds: Sequence[int], enter_scores: Sequence[float
         files = cohort_files(cache, seed, schools, pupils_per_school)
         truth = Truth.load(files["truth"], files["roster"])
         columns = read_mark_columns(files["marks"], limits=OFFLINE_LIMITS).columns
-        school_days = [dt.date.fromordinal(int(o)) for o in np.unique(columns.ordinal)]
+        replay = EngineReplay(model, columns, window_days=window_days)
         for enter in enter_scores:
-            engine = DecisionEngine(model, window_days=window_days, policy=thresholds(model.policy, enter))
-            alerts = concern_alerts(replay_columns(engine, columns, keep_states=False).events)
-            score = score_alerts(alerts, truth, school_days)
+            score = score_alerts(replay(thresholds(model.policy, enter)), truth, columns.school_days)
             per_score[enter].append(score)
             m = score.metrics()
             echo(f"seed {seed} entry {enter:.3f}: alert precision {fmt(m['alert_precision'])}, "

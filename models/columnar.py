@@ -119,6 +119,11 @@ class MarkColumns:
     def __len__(self) -> int:
         return len(self.pupil)
 
+    @property
+    def school_days(self) -> list[dt.date]:
+        """The days the marks fall on, in date order."""
+        return [dt.date.fromordinal(int(o)) for o in np.unique(self.ordinal)]
+
     def mark(self, row: int) -> RegisterMark:
         """The mark of a row, as the engine takes it (recorded_at to the whole second, which is
         all the state keeps)."""

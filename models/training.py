@@ -263,10 +263,6 @@ class ValidationCohort:
     truth: Truth
     description: str
 
-    @property
-    def school_days(self) -> list[dt.date]:
-        return [dt.date.fromordinal(int(o)) for o in np.unique(self.columns.ordinal)]
-
 
 class EngineReplay:
     """The concerns the real engine raises over a cohort's marks under a policy: what the stream
@@ -285,7 +281,7 @@ def choose_policy_by_replay(model: RiskModel, validation: ValidationCohort, budg
                             window_days: int) -> tuple[PolicyConfig, list[dict[str, Any]]]:
     """`sweep_thresholds` with the engine replaying the validation cohort's marks, the model scoring."""
     return sweep_thresholds(EngineReplay(model, validation.columns, window_days=window_days), validation.truth,
-                            list(validation.columns.pupil_ids), validation.school_days, budget, model.policy)
+                            list(validation.columns.pupil_ids), validation.columns.school_days, budget, model.policy)
 
 
 def file_sha256(path: Path) -> str:
