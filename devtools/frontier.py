@@ -14,7 +14,6 @@ tests), as the stream would decide, and as `reconnect train --validation-cohort`
 
 from __future__ import annotations
 
-import statistics
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
@@ -130,13 +129,12 @@ def _spread(point: FrontierPoint, key: str) -> str:
 def render(points: Sequence[FrontierPoint], *, shipped: float) -> str:
     rows = []
     for point in points:
-        s = point.pooled
-        m = s.metrics()
+        m, shares = point.pooled.metrics(), point.pooled.shares()
         rows.append([
             f"{point.enter_score:.3f}" + (" (shipped)" if point.enter_score == shipped else ""),
-            _with_interval(s.alerts_in_dip, s.alerts), _spread(point, "alert_precision"),
-            _with_interval(s.detected_within_20, s.dips), _spread(point, "recall_within_20"),
-            fmt(float(statistics.median(s.lead_days)) if s.lead_days else None, 1),
+            _with_interval(*shares["alert_precision"]), _spread(point, "alert_precision"),
+            _with_interval(*shares["recall_within_20"]), _spread(point, "recall_within_20"),
+            fmt(m["median_lead_days"], 1),
             fmt(m["one_off_flagged_share"]), fmt(m["no_dip_flagged_share"]), fmt(point.concerns_per_100_per_week),
         ])
     cohorts = len(points[0].per_cohort) if points else 0
