@@ -10,3 +10,4 @@ SHORT_BLOCK_SESSIONS = 20  # ten school days: the longest one-off block (an illn
 ILLNESS_SPELL_SESSIONS = 10  # a week of illness: with little else, the shortfall is a health matter
 OTHER_ABSENCES = 2  # sessions of other absence a block (or an illness) may come with
 SEVERE_ABSENCE_LEVEL = 0.5  # own level under it: severely absent (the DfE's term), the attendance lead's already
+WEEKDAY_PATTERN_DAYS = 3  # days off on one weekday in the last four weeks: a pattern, not chance

@@ -158,8 +158,10 @@ def concern_due(inputs: PolicyInputs, config: PolicyConfig, scores: np.ndarray) 
     here among the `concern_candidates`. tests/test_columnar.py holds it equal to `concern_tier`."""
     c = inputs.columns
     by_score = scores >= config.enter_score  # the config keeps enter <= tier2 <= tier3: the score's tier is > 0
-    silent = (c["unexplained_run"] >= config.tier2_unexplained_run) & (c["usual_rate"] >= config.concern_below_rate)
-    return by_score | silent
+    usual = c["usual_rate"] >= config.concern_below_rate
+    silent = c["unexplained_run"] >= config.tier2_unexplained_run
+    weekday_pattern = c["same_weekday_days"] >= config.weekday_pattern_days
+    return by_score | (usual & (silent | weekday_pattern))
 
 
 class SmallBatchScorer:

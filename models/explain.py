@@ -4,9 +4,9 @@ Reasons for a `concern` come from what drove this pupil's score: the model's per
 contributions (log-odds, `contributions`, one scoring call for a whole batch of alerts) are
 grouped into attendance patterns, the strongest patterns are rendered as sentences with the
 pupil's own numbers, and each pattern suggests supportive next steps. Repeated short spells of
-illness are named from the register whatever the model weighed: they are a wellbeing pattern
-(a recognised sign of emotionally based school avoidance), so they suggest a wellbeing
-conversation rather than a medical one. A `health_needs` event says how much illness there has
+illness, and days off on the same weekday week after week, are named from the register whatever
+the model weighed: they are a wellbeing pattern (a recognised sign of emotionally based school
+avoidance), so they suggest a wellbeing conversation rather than a medical one. A `health_needs` event says how much illness there has
 been this year and suggests the health-needs steps (school nurse, work sent home, the local
 authority's health-needs education service).
 """
@@ -16,8 +16,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import calendar
+
 import numpy as np
 
+from models.definitions import WEEKDAY_PATTERN_DAYS
 from models.features import FEATURE_NAMES, rate
 from schemas.events import (
     ACTION_TEXT,
@@ -78,6 +81,7 @@ PATTERN_ACTIONS: dict[ReasonCode, tuple[SupportAction, ...]] = {
     ReasonCode.REPEATED_SPELLS: (SupportAction.WELLBEING_CHECK_IN,),
     ReasonCode.NO_RECENT_FULL_WEEK: (SupportAction.WELLBEING_CHECK_IN,),
     ReasonCode.REPEATED_ILLNESS: (SupportAction.WELLBEING_CHECK_IN,),
+    ReasonCode.SAME_WEEKDAY_PATTERN: (SupportAction.WELLBEING_CHECK_IN,),
 }
 HEALTH_NEEDS_ACTIONS = (SupportAction.SCHOOL_NURSE_HEALTH_PLAN, SupportAction.WORK_SENT_HOME,
                         SupportAction.HEALTH_NEEDS_EDUCATION_CONVERSATION)
@@ -140,6 +144,16 @@ def _repeated_illness_text(stats: WindowSummary) -> str:
     return text
 
 
+def same_weekday_pattern(stats: WindowSummary) -> bool:
+    """Days off on one weekday, a day or two at a time, as often as the policy's weekday rule asks."""
+    return stats.same_weekday > 0 and stats.same_weekday_days_off_40 >= WEEKDAY_PATTERN_DAYS
+
+
+def _same_weekday_text(stats: WindowSummary) -> str:
+    return (f"Off on {stats.same_weekday_days_off_40} {calendar.day_name[stats.same_weekday - 1]}s in the last "
+            f"{stats.possible_40 // 2} school days, a day or two at a time")
+
+
 def describe(code: ReasonCode, stats: WindowSummary) -> tuple[ReasonCode, str]:
     """The sentence for a pattern, with the pupil's own numbers. May refine the code."""
     recent = (f"Attended {stats.attended_20} of the last {_sessions(stats.possible_20)} "
@@ -195,11 +209,14 @@ def concern_reasons(contributions: Sequence[float], stats: WindowSummary) -> lis
     for pattern, weight in ranked[:MAX_REASONS]:
         code, text = describe(pattern, stats)
         reasons.append(Reason(code=code, text=text, weight=round(weight, 4)))
-    # A register fact, named whatever the model weighed (it decides the suggested step).
+    # Register facts, named whatever the model weighed (they decide the suggested step), in place
+    # of the weakest of the model's patterns.
+    facts = []
+    if same_weekday_pattern(stats):
+        facts.append(Reason(code=ReasonCode.SAME_WEEKDAY_PATTERN, text=_same_weekday_text(stats), weight=0.0))
     if repeated_illness(stats) and all(r.code is not ReasonCode.REPEATED_ILLNESS for r in reasons):
-        reasons = reasons[:MAX_REASONS - 1] + [
-            Reason(code=ReasonCode.REPEATED_ILLNESS, text=_repeated_illness_text(stats), weight=0.0)]
-    return reasons
+        facts.append(Reason(code=ReasonCode.REPEATED_ILLNESS, text=_repeated_illness_text(stats), weight=0.0))
+    return reasons[:MAX_REASONS - len(facts)] + facts if facts else reasons
 
 
 def health_needs_reasons(stats: WindowSummary) -> list[Reason]:

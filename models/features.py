@@ -54,6 +54,7 @@ from schemas.events import WindowSummary
 
 RECENT_SHORT, RECENT, RECENT_LONG = 10, 20, 40
 FULL_WEEK_SESSIONS = 10
+SAME_WEEKDAY_SPELL_SESSIONS = 4  # a day or two off: longer spells are blocks, judged as blocks
 MONDAY, FRIDAY = 0, 4
 __all__ = ["rate", "PRIOR_RATE", "PRIOR_WEIGHT", "FEATURE_NAMES", "Snapshot", "WindowBatch", "snapshot",
            "summarise_batch", "summarise", "feature_matrix", "features_batch", "features"]
@@ -283,13 +284,16 @@ def summarise_windows(sessions: Timelines, start: np.ndarray, end: np.ndarray, y
     spells[recent] = dense_absent[:, 0] + (dense_absent[:, 1:] & ~dense_absent[:, :-1]).sum(axis=1)
     # Newest first: each run's length where it ends (its oldest session), the longest, and how many
     # possible sessions are newer than it (of equally long runs, the most recent).
-    reset = np.maximum.accumulate(np.where(dense_absent, np.int8(-1), position), axis=1)
-    streak = np.where(dense_absent, position - reset, np.int8(0))
+    streak = _run_so_far(dense_absent)
     longest = np.zeros(n_rows, dtype=np.int64)
     longest[recent] = streak.max(axis=1, initial=0)
     newer_than_longest = np.zeros(n_rows, dtype=np.int64)
     newer_than_longest[recent] = np.argmax(streak == longest[recent, None], axis=1) - longest[recent] + 1
     possible_since_block = np.where(longest > 0, newer_than_longest, 0)
+    same_weekday_days, same_weekday = np.zeros(n_rows, dtype=np.int64), np.zeros(n_rows, dtype=np.int64)
+    if len(recent):
+        same_weekday_days[recent], same_weekday[recent] = _same_weekday_days_off(
+            sessions, b[recent, None] - 1 - position, dense_absent, position < possible_40[recent, None], streak)
 
     columns = {
         "possible_10": b - s10, "attended_10": attended(s10, b),
@@ -313,8 +317,41 @@ def summarise_windows(sessions: Timelines, start: np.ndarray, end: np.ndarray, y
         "am_possible_40": am_possible_40, "am_absences_40": absent_am_40,
         "pm_possible_40": possible_40 - am_possible_40, "pm_absences_40": absences_40 - absent_am_40,
         "sessions_since_full_week": since_full_week,
+        "same_weekday_days_off_40": same_weekday_days, "same_weekday": same_weekday,
     }
     return WindowBatch(np.asarray(latest_ordinal, dtype=np.int64), {name: columns[name] for name in STAT_NAMES})
+
+
+def _run_so_far(absent: np.ndarray) -> np.ndarray:
+    """Per session of each row, the sessions of its run of absence from the run's first column up
+    to it (0 where attended): newest first, the run counted from its newest session."""
+    position = np.arange(absent.shape[1], dtype=np.int16)
+    reset = np.maximum.accumulate(np.where(absent, np.int16(-1), position), axis=1)
+    return np.where(absent, position - reset, np.int16(0))
+
+
+def _same_weekday_days_off(sessions: Timelines, at: np.ndarray, absent: np.ndarray, visible: np.ndarray,
+                           newer_part: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """`same_weekday_days_off_40` and `same_weekday` of windows whose last 40 possible sessions are
+    the columns of `visible` (newest first, at flat positions `at`), with `absent` and its
+    `_run_so_far`: the days of a day or two off, each counted on the weekday it fell on."""
+    run = newer_part + _run_so_far(absent[:, ::-1])[:, ::-1] - 1  # each absent session's whole run
+    at = np.maximum(at, 0)
+    row, slot = np.divmod(sessions.where[at], sessions.width)
+    day = np.where(visible, sessions.day0[row] + (slot >> 1), -1)
+    off = absent & (run <= SAME_WEEKDAY_SPELL_SESSIONS) & ((sessions.flags[at] & (LEAVE_BIT | ARRANGED_BIT)) == 0)
+    # A day's two sessions are neighbours (every session here is possible), the newer one first. A
+    # day counts once, at its older session, when its newer session (if the same day) is off too.
+    same_as_older = np.zeros_like(visible)
+    same_as_older[:, :-1] = day[:, :-1] == day[:, 1:]
+    newer_same_and_not_off = np.zeros_like(visible)
+    newer_same_and_not_off[:, 1:] = same_as_older[:, :-1] & ~off[:, :-1]
+    counted = off & ~same_as_older & ~newer_same_and_not_off
+    counted[:, 0] &= (slot[:, 0] & 1) == 1  # today, with only its morning marked, is not a day off yet
+    weekday = (day - 1) % 7  # ordinal day 1 was a Monday
+    per_weekday = np.stack([(counted & (weekday == w)).sum(axis=1) for w in range(7)], axis=1)
+    most = per_weekday.max(axis=1)
+    return most, np.where(most > 0, per_weekday.argmax(axis=1) + 1, 0)
 
 
 def summarise_batch(snapshots: Sequence[Snapshot]) -> WindowBatch:

@@ -45,7 +45,11 @@ last four weeks, is tier 3 ("a sharp or sustained dip"); a flagged pupil is esca
 register's tier whatever the score. An unexplained run of a week or more from a pupil who
 usually attends (own level at or above 90%) is a concern whatever the score (`concern_tier`):
 nobody has heard from them for a week, which is always worth a call home, however rarely such
-runs led to a dip in the training data.
+runs led to a dip in the training data. So is a day or two off on the same weekday on three days
+in the last 40 sessions (off three Mondays in four weeks), whatever the reason but leave the
+school authorised or arranged: repeated short absences around a weekday are a recognised sign
+of emotionally based school avoidance, worth a wellbeing conversation, and the score (taught a
+label that asks for a 10-point drop) is slow to see one day a week.
 
 `policy_inputs` is the one place the policy's inputs are computed from window counts; the
 engine, training's threshold search and evaluation all call it.
@@ -69,6 +73,7 @@ from models.definitions import (
     ILLNESS_SPELL_SESSIONS,
     OTHER_ABSENCES,
     SEVERE_ABSENCE_LEVEL,
+    WEEKDAY_PATTERN_DAYS,
 )
 from models.rates import rate
 from models.school_year import academic_year
@@ -121,6 +126,9 @@ class PolicyConfig(BaseModel):
         "a health matter, not a pattern.")
     health_needs_sessions: int = Field(
         30, ge=1, description="Illness or medical sessions this year that publish `health_needs` (15 days).")
+    weekday_pattern_days: int = Field(
+        WEEKDAY_PATTERN_DAYS, ge=1, description="Days off on one weekday in the last 40 possible sessions (a day or two "
+        "at a time, not leave) that make a concern due whatever the score, for a pupil who usually attends.")
     tier2_unexplained_run: int = Field(10, ge=1, description="Unexplained sessions in a row: at least tier 2.")
     tier3_unexplained_run: int = Field(20, ge=1, description="Unexplained sessions in a row: tier 3.")
     severe_rate: float = Field(0.5, gt=0, le=1, description="Attendance under this over 20 sessions: tier 2 "
@@ -171,7 +179,7 @@ POLICY_COUNTS: tuple[str, ...] = (
     "possible_ytd", "possible_10", "attended_10", "possible_20", "attended_20", "possible_40", "attended_40",
     "earlier_possible", "earlier_attended", "current_absence_run", "current_run_explained", "current_run_leave",
     "longest_absence_run_40", "health_40", "health_absence_ytd", "arranged_20", "possible_since_block", "attended_since_block",
-    "current_run_health",
+    "current_run_health", "same_weekday_days_off_40",
 )
 
 
@@ -196,6 +204,7 @@ class PolicyRow(NamedTuple):
     one_block: bool  # the window's absence is one block, over and back at the usual level, or young
     health_absence_ytd: int
     usual_rate: float  # the pupil's own earlier level this year (shrunk towards a typical pupil)
+    same_weekday_days: int  # days off on one weekday in the last 40 sessions, a day or two at a time
 
 
 @dataclass(frozen=True, slots=True)
@@ -260,6 +269,7 @@ def policy_inputs(counts: Mapping[str, np.ndarray], day: np.ndarray, config: Pol
         "one_block": one_block,
         "health_absence_ytd": c["health_absence_ytd"],
         "usual_rate": baseline,
+        "same_weekday_days": c["same_weekday_days_off_40"],
     })
 
 
@@ -291,12 +301,15 @@ def register_tier(config: PolicyConfig, row: PolicyRow) -> int:
 
 def concern_tier(config: PolicyConfig, score: float, row: PolicyRow) -> int:
     """The tier of a concern due at this mark (0: none): the higher of the score's tier and the
-    register's. An unexplained run of a week or more from a pupil who usually attends (their own
-    level at or above the 90% line) is due whatever the score; for a pupil already persistently
-    absent such runs are their pattern, and the score decides."""
+    register's. From a pupil who usually attends (their own level at or above the 90% line), an
+    unexplained run of a week or more, or a day or two off on the same weekday three times in four
+    weeks, is due whatever the score; for a pupil already persistently absent such absences are
+    their pattern, and the score decides."""
     tier = config.tier_for(score)
-    silent = row.unexplained_run >= config.tier2_unexplained_run and row.usual_rate >= config.concern_below_rate
-    if not tier and not silent:
+    usual = row.usual_rate >= config.concern_below_rate
+    silent = row.unexplained_run >= config.tier2_unexplained_run
+    weekday_pattern = row.same_weekday_days >= config.weekday_pattern_days
+    if not tier and not (usual and (silent or weekday_pattern)):
         return 0
     return max(tier, register_tier(config, row))
 

@@ -161,10 +161,14 @@ def tiers_text(policy: PolicyConfig) -> str:
         "they have missed half their sessions or more, and the school's attendance lead already works with them. "
         "A concern is an early warning of a change; for them it would tell nobody anything new.",
         "",
-        f"An unexplained absence of {policy.tier2_unexplained_run // 2} school days in a row, from a pupil who "
-        f"usually attends (their own level this year at or above {policy.concern_below_rate:.0%}), is a concern "
-        "whatever the score: nobody has heard from them for a week, which is always worth a call home. The tier "
-        "is the higher of the score's tier and the register's:",
+        f"From a pupil who usually attends (their own level this year at or above {policy.concern_below_rate:.0%}), "
+        "two things on the register are a concern whatever the score. An unexplained absence of "
+        f"{policy.tier2_unexplained_run // 2} school days in a row: nobody has heard from them for a week, which is "
+        f"always worth a call home. And {policy.weekday_pattern_days} days off on the same weekday in the last four "
+        "weeks (the last 40 sessions), a day or two at a time, whatever the reason but leave the school authorised "
+        "or arranged: repeated short absences around a weekday are a recognised sign of emotionally based school "
+        "avoidance, so the concern names the pattern and suggests a wellbeing conversation. The tier is the higher "
+        "of the score's tier and the register's:",
         "",
         markdown(["Tier", "Meaning", "The register shows (whatever the score)"], [
             ["1", "early signs: a light-touch check-in", "a dip the model sees, nothing sustained yet"],
@@ -181,8 +185,8 @@ def tiers_text(policy: PolicyConfig) -> str:
         "escalated to the register's tier whatever the score. Named cases, tested in "
         "`tests/test_tiers.py`: a two-week flu, no concern; a three-week illness, no concern and `health_needs` "
         "on its 15th school day; a holiday week then full attendance, no concern; illness every Monday for six "
-        "weeks after a full autumn, a concern with a wellbeing action; 19 unexplained sessions in a row, tier 2 "
-        "or 3.",
+        "weeks after a full autumn, a concern with a wellbeing action; off three Mondays in four weeks, a concern "
+        "whatever the score, the day they are back; 19 unexplained sessions in a row, tier 2 or 3.",
     ])
 
 
@@ -542,9 +546,10 @@ def outside_dip_section(report: EvaluationReport, policy: PolicyConfig) -> str:
         "dip (tier 2): "
         f"{week} school days or more of unexplained absence in a row, or under {policy.severe_rate:.0%} of the "
         f"last 20 sessions (or of the last 40) attended. **Raised below the entry score** means the score was under "
-        f"{policy.enter_score:.3f} and the concern came from the rule that a week ({week} school days) of unexplained "
-        "absence in a row from a pupil who usually attends is always worth a call home; the score did not raise "
-        "these, so a higher entry score would not have stopped them.",
+        f"{policy.enter_score:.3f} and the concern came from one of the register's own rules for a pupil who usually "
+        f"attends: a week ({week} school days) of unexplained absence in a row is always worth a call home, and "
+        f"{policy.weekday_pattern_days} days off on the same weekday in the last four weeks are a pattern worth a "
+        "wellbeing conversation; the score did not raise these, so a higher entry score would not have stopped them.",
         "",
     ]
     o: dict[str, OutsideDipConcerns] = {c.name: c.outside_dip for c in cohorts}
@@ -558,6 +563,7 @@ def outside_dip_section(report: EvaluationReport, policy: PolicyConfig) -> str:
         + [str(o[c.name].outside.unexplained_week) for c in cohorts],
         ["of those outside, raised below the entry score"]
         + [_share(o[c.name].outside.below_entry, o[c.name].outside.concerns) for c in cohorts],
+        ["... of which days off on the same weekday"] + [str(o[c.name].outside.weekday_pattern) for c in cohorts],
         ["Alert precision (the target's measure)"] + [fmt(o[c.name].precision) for c in cohorts],
         ["Diagnostic only, not the target: alert precision if the concerns the register called for counted as "
          "right"] + [fmt(o[c.name].precision_if_register_counted) for c in cohorts],

@@ -23,7 +23,9 @@ ASYNCAPI_VERSION = "3.0.0"
 # `schema_version`; minor = an additive change; patch = documentation only.
 # 1.1.0: the `health_needs` kind and new reason codes and support actions (additive); new webhook
 # dead-letter reasons (additive); webhook delivery version 2 (Standard Webhooks signing).
-CONTRACT_VERSION = "1.1.0"
+# 1.2.0: the `same_weekday_pattern` reason code, and the window counts `same_weekday_days_off_40` and
+# `same_weekday` (additive, optional); the wellbeing check-in's text no longer names only Mondays and Fridays.
+CONTRACT_VERSION = "1.2.0"
 # The webhook delivery (HTTP headers and signature) is versioned on its own: it is not a topic, and
 # changing it changes no message. 1: X-Reconnect-* headers, hex HMAC (contract 1.0.0). 2: Standard Webhooks.
 WEBHOOK_DELIVERY_VERSION = 2

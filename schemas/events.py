@@ -66,6 +66,9 @@ class ReasonCode(StrEnum):
     REPEATED_ILLNESS = "repeated_illness"
     # Illness absence this year has reached 15 school days (the `health_needs` event).
     EXTENDED_ILLNESS = "extended_illness"
+    # A day or two off on the same weekday, week after week (any reason but leave the school
+    # authorised or arranged): a pattern worth a wellbeing conversation.
+    SAME_WEEKDAY_PATTERN = "same_weekday_pattern"
 
 
 class SupportAction(StrEnum):
@@ -86,7 +89,7 @@ class SupportAction(StrEnum):
 ACTION_TEXT = {
     SupportAction.CHECK_IN_CONVERSATION: "a short, friendly check-in with the pupil by someone they trust",
     SupportAction.CALL_HOME_TO_LISTEN: "a call home to listen: ask how things are and what would help",
-    SupportAction.WELLBEING_CHECK_IN: "a wellbeing check-in about how school feels at the start and end of the week",
+    SupportAction.WELLBEING_CHECK_IN: "a wellbeing check-in about how school feels, above all on the days they tend to miss",
     SupportAction.YOUNG_CARER_CONVERSATION: "a conversation about caring responsibilities at home and young-carer support",
     SupportAction.SCHOOL_NURSE_HEALTH_PLAN: "a health conversation with the school nurse, and a plan for catching up",
     SupportAction.SENCO_REVIEW: "a review with the SENCO of whether the pupil's support is meeting their needs",
@@ -155,6 +158,14 @@ class WindowSummary(BaseModel):
     pm_possible_40: int
     pm_absences_40: int
     sessions_since_full_week: int
+    same_weekday_days_off_40: int = Field(
+        0, description="The most school days, in the last 40 possible sessions, missed on one and the same weekday: "
+        "a day counts when every session of it in those 40 was missed, in a spell of at most two days, and none as "
+        "leave or a session the school arranged (C, C2, E, R, ...); the latest day only once its afternoon is in. "
+        "Off every Monday for three weeks gives 3.")
+    same_weekday: int = Field(
+        0, ge=0, le=7, description="That weekday, numbered as ISO 8601 does (1 Monday to 7 Sunday; the first in the "
+        "week of two with as many days off); 0 when no day counts.")
 
     @property
     def absences_40(self) -> int:

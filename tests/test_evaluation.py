@@ -417,7 +417,7 @@ def test_concerns_outside_a_dip_window_by_what_the_register_showed():
 
     week_off = window(current_absence_run=10, attended_20=10, attended_10=0, longest_absence_run_40=10)
     cohort = truth({"A": [Episode("avoidance", day(10), None)], "C": [Episode("illness_block", day(5), day(10))]},
-                   ["A", "B", "C"])
+                   ["A", "B", "C", "D"])
     events = [
         concern("A", 12, 0.9, window()),  # inside A's dip window: right
         concern("B", 30, 0.4, week_off),  # no episode, a week off unexplained, below the entry score
@@ -425,19 +425,22 @@ def test_concerns_outside_a_dip_window_by_what_the_register_showed():
         concern("C", 40, 0.7, window()),  # a one-off block's pupil in a modest dip: the score's call
         concern("C", 50, 0.8, window(attended_20=9)),  # under half of the last 20 sessions, in short spells
         concern("A", 4, 0.8, week_off),  # six school days before A's onset: outside (grace is five)
+        # No episode, three Mondays off in four weeks, below the entry score: the weekday rule's.
+        concern("D", 55, 0.3, window(same_weekday_days_off_40=3, same_weekday=1)),
     ]
     out = outside_dip_concerns(events, cohort, DAYS, thresholds(PolicyConfig(), 0.65))
-    assert (out.concerns, out.in_dip, out.outside.concerns) == (5, 1, 4)
-    assert (out.outside.register_tier_2, out.outside.below_entry, out.outside.pupils) == (3, 1, 3)
-    assert vars(out.by_group[NO_EPISODE]) == {"concerns": 1, "register_tier_2": 1, "unexplained_week": 1,
-                                              "below_entry": 1, "pupils": 1}
+    assert (out.concerns, out.in_dip, out.outside.concerns) == (6, 1, 5)
+    assert (out.outside.register_tier_2, out.outside.below_entry, out.outside.pupils) == (3, 2, 4)
+    assert out.outside.weekday_pattern == 1
+    assert vars(out.by_group[NO_EPISODE]) == {"concerns": 2, "register_tier_2": 1, "unexplained_week": 1,
+                                              "below_entry": 2, "weekday_pattern": 1, "pupils": 2}
     assert vars(out.by_group[ONE_OFF]) == {"concerns": 2, "register_tier_2": 1, "unexplained_week": 0,
-                                           "below_entry": 0, "pupils": 1}
+                                           "below_entry": 0, "weekday_pattern": 0, "pupils": 1}
     assert out.by_group["dip"].unexplained_week == 1 and out.outside.unexplained_week == 2
     assert list(out.by_group) == [NO_EPISODE, ONE_OFF, "dip"]
-    assert out.precision == score_alerts({"A": [day(12), day(4)], "B": [day(30)], "C": [day(40), day(50)]},
-                                         cohort, DAYS).metrics()["alert_precision"] == 0.2
-    assert out.precision_if_register_counted == 0.8
+    assert out.precision == score_alerts({"A": [day(12), day(4)], "B": [day(30)], "C": [day(40), day(50)],
+                                          "D": [day(55)]}, cohort, DAYS).metrics()["alert_precision"] == 1 / 6
+    assert out.precision_if_register_counted == 4 / 6
     assert json.loads(json.dumps(out.to_dict()))["outside"]["register_tier_2"] == 3
 
 

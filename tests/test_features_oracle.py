@@ -52,6 +52,20 @@ def oracle(state: PupilState) -> dict[str, int]:
     def leave(c) -> bool:
         return c.absence and bool(c.authorised) and not c.health and not c.holiday
 
+    # Days off on one weekday: each absent session's run (within the 40), then the days of a day
+    # or two off whose every session in the 40 was missed, not as leave.
+    run_of = {}
+    for newest, length in spells:
+        for i in range(newest, newest + length):
+            run_of[i] = length
+    by_day: dict[dt.date, list[bool]] = {}
+    for i, (d, _, c) in enumerate(recent):
+        by_day.setdefault(d, []).append(not c.attending and run_of[i] <= 4 and not leave(c))
+    if recent and recent[0][1] is Session.AM:  # the latest day, its afternoon not in yet
+        del by_day[recent[0][0]]
+    per_weekday = [sum(all(off) for d, off in by_day.items() if d.weekday() == w) for w in range(7)]
+    most = max(per_weekday)
+
     return {
         "possible_10": len(recent[:10]), "attended_10": sum(attended[:10]),
         "possible_20": len(recent[:20]), "attended_20": sum(attended[:20]),
@@ -80,6 +94,7 @@ def oracle(state: PupilState) -> dict[str, int]:
         "pm_possible_40": sum(s is Session.PM for _, s, _ in recent),
         "pm_absences_40": sum(s is Session.PM for _, s, _ in absent),
         "sessions_since_full_week": len(sequence) - last_week - 10 if last_week >= 0 else len(sequence),
+        "same_weekday_days_off_40": most, "same_weekday": per_weekday.index(most) + 1 if most else 0,
     }
 
 

@@ -70,6 +70,31 @@ def test_patterns_are_measured():
     assert values["am_pm_asymmetry_40"] == pytest.approx(0.0)
 
 
+@pytest.mark.parametrize("week, expected", [
+    ([("I", "I")] + [("/", "\\")] * 4, (4, 1)),  # off sick every Monday
+    ([("/", "\\")] * 4 + [("O", "O")], (4, 5)),  # every Friday
+    ([("N", "N"), ("N", "N")] + [("/", "\\")] * 3, (4, 1)),  # Monday and Tuesday: both count, Monday named
+    ([("N", "N")] * 3 + [("/", "\\")] * 2, (0, 0)),  # three days off is a block, not a day off
+    ([("N", "/")] + [("/", "\\")] * 4, (0, 0)),  # a morning is not a day off
+    ([("G", "G")] + [("/", "\\")] * 4, (4, 1)),  # a holiday's reason does not change the weekday
+    ([("C", "C")] + [("/", "\\")] * 4, (0, 0)),  # leave the school authorised does
+])
+def test_days_off_on_the_same_weekday(week, expected):
+    stats = summarise(state_from([("/", "\\")] * 30 + week * 4))
+    assert (stats.same_weekday_days_off_40, stats.same_weekday) == expected
+
+
+def test_todays_day_off_counts_once_its_afternoon_is_in():
+    days = [("/", "\\")] * 30 + ([("I", "I")] + [("/", "\\")] * 4) * 2 + [("I", "I")]
+    marks = pupil_marks("P1", MONDAY, days)
+    state = PupilState("SCH1", 126, marks[0].date)
+    for m in marks[:-1]:
+        state.apply(m)
+    assert summarise(state).same_weekday_days_off_40 == 2  # the third Monday's morning only
+    state.apply(marks[-1])
+    assert summarise(state).same_weekday_days_off_40 == 3
+
+
 def test_missed_mornings_show_as_asymmetry():
     _, row = features(state_from([("/", "\\")] * 30 + [("U", "\\")] * 20))
     values = dict(zip(FEATURE_NAMES, row))
@@ -97,7 +122,7 @@ def policy_row(day: int = 800_000, **values) -> PolicyRow:
     """A mark whose register lets a concern through (70% recently, no current absence)."""
     defaults = dict(day=day, year=2025, possible_ytd=100, recent_rate=0.7, short_rate=1.0, unarranged_rate=0.7,
                     rate_20=0.7, rate_40=0.7, possible_40=40, current_run=0, health_absence=False, known_run=0,
-                    unexplained_run=0, one_block=False, health_absence_ytd=0, usual_rate=0.95)
+                    unexplained_run=0, one_block=False, health_absence_ytd=0, usual_rate=0.95, same_weekday_days=0)
     return PolicyRow(**{**defaults, **values})
 
 

@@ -21,7 +21,7 @@ from models.engine import DecisionEngine
 from models.features import FEATURE_NAMES, snapshot, summarise_batch
 from models.policy import Hold, PolicyConfig, concern_hold, policy_inputs, register_tier
 from models.state import PupilState
-from schemas.events import InterventionKind, SupportAction
+from schemas.events import InterventionKind, ReasonCode, SupportAction
 
 PRESENT = ("/", "\\")
 POLICY = PolicyConfig(enter_score=0.5, exit_score=0.25, tier2_score=0.7, tier3_score=0.85)
@@ -88,6 +88,42 @@ def test_illness_every_monday_after_a_full_autumn_is_a_concern_with_a_wellbeing_
     assert SupportAction.WELLBEING_CHECK_IN in first.suggested_actions
     assert SupportAction.SCHOOL_NURSE_HEALTH_PLAN not in first.suggested_actions  # a wellbeing matter, not medical
     assert "separate short spells" in " ".join(r.text for r in first.reasons)
+
+
+@pytest.fixture(scope="module")
+def quiet_model() -> RiskModel:
+    return constant_model(0.05)  # far under the entry threshold: only a register rule can raise a concern
+
+
+def off_on_mondays(mondays: int, monday: tuple[str, str] = ("I", "I"), usual: list | None = None):
+    """A full autumn (or `usual` weeks), then `mondays` Mondays off, a school week apart, then a Tuesday in school."""
+    return (usual or [PRESENT] * 70) + ([monday] + [PRESENT] * 4) * (mondays - 1) + [monday, PRESENT]
+
+
+def test_off_three_mondays_in_four_weeks_is_a_concern_whatever_the_score(quiet_model):
+    events, marks = run(quiet_model, off_on_mondays(3))
+    [concern] = of_kind(events, InterventionKind.CONCERN)
+    # Not on the Monday itself (off sick: health holds it while it lasts), but the Tuesday they are back.
+    assert concern.as_of == marks[-1].date and concern.as_of.weekday() == 1
+    assert int(concern.tier) == 1 and concern.risk_score < POLICY.enter_score
+    pattern = [r for r in concern.reasons if r.code is ReasonCode.SAME_WEEKDAY_PATTERN]
+    assert [r.text for r in pattern] == ["Off on 3 Mondays in the last 20 school days, a day or two at a time"]
+    assert SupportAction.WELLBEING_CHECK_IN in concern.suggested_actions
+    assert SupportAction.SCHOOL_NURSE_HEALTH_PLAN not in concern.suggested_actions
+    assert concern.window.same_weekday_days_off_40 == 3 and concern.window.same_weekday == 1
+
+
+@pytest.mark.parametrize("days", [
+    off_on_mondays(2),  # twice is not yet a pattern
+    off_on_mondays(4, monday=("M", "/")),  # a weekly appointment: a morning, not a day off
+    off_on_mondays(4, monday=("/", "C2")),  # a part-time timetable the school arranged
+    off_on_mondays(4, monday=("R", "R")),  # religious observance the school authorised
+    # A pupil under the 90% line already: their Mondays are the score's to weigh, not the rule's.
+    off_on_mondays(3, usual=[("O", "O"), PRESENT, PRESENT, PRESENT, PRESENT] * 14),
+], ids=["two Mondays", "weekly appointment", "part-time timetable", "religious observance", "already under 90%"])
+def test_what_the_weekday_rule_leaves_to_the_score(quiet_model, days):
+    events, _ = run(quiet_model, days)
+    assert of_kind(events, InterventionKind.CONCERN) == []
 
 
 @pytest.mark.parametrize("sessions", [19, 25])

@@ -44,7 +44,7 @@ def synthetic(n_pupils: int = 60, n_days: int = 40, seed: int = 0) -> TrainingSe
     # the last 10 sessions, so a recovery never counts.
     stats = {name: np.full(n, 40, dtype=np.int64) for name in KEPT_STATS}
     for name in ("current_absence_run", "current_run_explained", "current_run_leave", "current_run_health",
-                 "health_40", "health_absence_ytd", "arranged_20"):
+                 "health_40", "health_absence_ytd", "arranged_20", "same_weekday_days_off_40"):
         stats[name] = np.zeros(n, dtype=np.int64)
     stats.update({"possible_10": np.full(n, 10), "attended_10": np.full(n, 8), "possible_20": np.full(n, 20),
                   "attended_20": np.full(n, 15), "attended_40": np.full(n, 30), "longest_absence_run_40": np.full(n, 2),

@@ -117,21 +117,25 @@ def register_demanded(window: WindowSummary, config: PolicyConfig) -> bool:
 
 UNEXPLAINED_WEEK = "a week or more of unexplained absence in a row"
 UNDER_HALF = "under half of the last two or four weeks attended"
+SAME_WEEKDAY = "days off on the same weekday, week after week"
 SCORE_ONLY = "nothing sustained (the score's call)"
-BEHAVIOURS = (UNEXPLAINED_WEEK, UNDER_HALF, SCORE_ONLY)
+BEHAVIOURS = (UNEXPLAINED_WEEK, UNDER_HALF, SAME_WEEKDAY, SCORE_ONLY)
 
 
 def first_concern_behaviour(events: Iterable[InterventionEvent], config: PolicyConfig) -> dict[str, str]:
     """pupil -> what the register showed at their first concern (one of `BEHAVIOURS`): an
     unexplained run of a week or more; else any other reason `register_tier` puts it at tier 2 or
-    more (under half of the last 20 or 40 sessions); else nothing sustained."""
+    more (under half of the last 20 or 40 sessions); else as many days off on one weekday as the
+    policy's weekday rule asks; else nothing sustained."""
     shown: dict[str, str] = {}
     for event in sorted(events, key=lambda e: e.as_of):
         if event.kind is not InterventionKind.CONCERN or event.escalation or event.pupil_id in shown:
             continue
         row = window_row(event.window, config)
         shown[event.pupil_id] = (UNEXPLAINED_WEEK if row.unexplained_run >= config.tier2_unexplained_run
-                                 else UNDER_HALF if register_tier(config, row) >= 2 else SCORE_ONLY)
+                                 else UNDER_HALF if register_tier(config, row) >= 2
+                                 else SAME_WEEKDAY if row.same_weekday_days >= config.weekday_pattern_days
+                                 else SCORE_ONLY)
     return shown
 
 
@@ -151,13 +155,15 @@ class OutsideCounts:
     register_tier_2: int = 0  # the register alone called for a concern at tier 2 or more
     unexplained_week: int = 0  # of those, a week or more of unexplained absence in a row
     below_entry: int = 0  # raised with the score below the entry threshold
+    weekday_pattern: int = 0  # of those, with days off on the same weekday (the policy's weekday rule)
     pupils: int = 0
 
-    def add(self, demanded: bool, week: bool, below: bool) -> None:
+    def add(self, demanded: bool, week: bool, below: bool, weekday: bool) -> None:
         self.concerns += 1
         self.register_tier_2 += demanded
         self.unexplained_week += demanded and week
         self.below_entry += below
+        self.weekday_pattern += below and weekday
 
 
 @dataclass
@@ -206,9 +212,10 @@ def outside_dip_concerns(events: Iterable[InterventionEvent], truth: Truth, scho
         demanded = register_tier(config, row) >= 2
         week = row.unexplained_run >= config.tier2_unexplained_run
         below = event.risk_score < config.enter_score
+        weekday = row.same_weekday_days >= config.weekday_pattern_days
         group = pupil_group(truth.kinds(pupil))
-        out.outside.add(demanded, week, below)
-        out.by_group.setdefault(group, OutsideCounts()).add(demanded, week, below)
+        out.outside.add(demanded, week, below, weekday)
+        out.by_group.setdefault(group, OutsideCounts()).add(demanded, week, below, weekday)
         pupils.setdefault(group, set()).add(pupil)
     for group, counts in out.by_group.items():
         counts.pupils = len(pupils[group])
