@@ -21,12 +21,15 @@ from models.evaluation.diagnostics import (
     BOTH,
     DIP_PUPIL,
     DUE,
+    EARLY_WITHIN,
     HEALTH,
     HELD,
     LATE_REASONS,
     ONE_OFF,
     OTHER,
     TOO_EARLY,
+    USUAL_LEVEL,
+    EarlyEvidence,
     LateDips,
     OutsideDipConcerns,
     best_where_met,
@@ -318,8 +321,21 @@ def _why(cohort: CohortEvaluation, key: str, learns_episodes: bool) -> str:
         return ("caught within 20 school days by kind: " + "; ".join(
             f"{_kind_name(k)} {fmt(v.get('recall_within_20'), 2)} (n={v['pupils']})" for k, v in dips)
             + f". {_late_in_words(cohort.late_dips)} A lower entry threshold catches them sooner at the cost of "
-            "precision and of one-off and no-dip pupils flagged (the threshold sweep below)")
+            "precision and of one-off and no-dip pupils flagged (the threshold sweep below)"
+            + (f". {_early_in_words(cohort.early)}" if key == "median_lead_days" and cohort.early.dips else ""))
     return ""
+
+
+def _early_in_words(early: EarlyEvidence) -> str:
+    """How little the register shows in a dip's first school days (models.evaluation.diagnostics)."""
+    median = early.median_third_day_off
+    return (f"The register shows little that early: a dip's third day with an absence came a median of "
+            f"{'n/a' if median is None else f'{median:g}'} school days after onset, and within {EARLY_WITHIN} "
+            f"school days for {early.within} of {early.dips} dips; {early.no_dip_with_three_close} of "
+            f"{early.no_dip_pupils} pupils without a dip "
+            f"({fmt(early.no_dip_with_three_close / early.no_dip_pupils if early.no_dip_pupils else None, 2)}) had "
+            f"three days off within 11 school days at some point, after attending {USUAL_LEVEL:.0%} or more until "
+            "then. A concern within 10 school days of onset for most dips would rest on a pattern that common")
 
 
 def _kind_name(kind: str) -> str:

@@ -528,3 +528,27 @@ def test_the_training_section_says_what_the_model_learnt_and_how_its_threshold_w
     assert "What it learns: the label" in text and "(higher PR-AUC)" in text
     assert "running the real policy over day-end scores of the held-out schools' whole year" in text
     assert "refitted on every row" in text
+
+
+def test_early_evidence_counts_days_off_after_onset_and_close_days_off_without_a_dip():
+    from models.evaluation.diagnostics import early_evidence
+
+    present = ("/", "\\")
+
+    def days_off(at: set[int], n: int = 50, off=("N", "N"), also: dict[int, tuple[str, str]] | None = None):
+        return [(also or {}).get(i, off if i in at else present) for i in range(n)]
+
+    register = register_of({
+        "A1": days_off({26, 33}, also={28: ("N", "/")}),  # dip from day 25: third day off on day 33 (a morning counts)
+        "B1": days_off({21, 30}),  # dip from day 20: two days off after onset, no third
+        "C1": days_off({25, 30, 35}),  # no dip: three days off within 11 school days, after 25 full days
+        "D1": days_off({25, 30, 36}),  # no dip: the same spread over 12 days
+        "E1": days_off({2, 4, 6}),  # no dip: three close days off, but in the first weeks (no own level yet)
+        "F1": days_off({25, 30, 35}, off=("C2", "C2")),  # no dip: a part-time timetable the school arranged
+    })
+    dates = [dt.date.fromordinal(int(d)) for d in register.days]
+    cohort = truth({"A1": [Episode("avoidance", dates[25], None)], "B1": [Episode("young_carer", dates[20], None)]},
+                   ["A1", "B1", "C1", "D1", "E1", "F1"])
+    early = early_evidence(register, cohort)
+    assert (early.dips, early.third_day_off, early.within, early.median_third_day_off) == (2, [8], 1, 8.0)
+    assert (early.no_dip_pupils, early.no_dip_with_three_close) == (4, 1)

@@ -23,6 +23,10 @@
                     register (which hold), too early in the year, or a score under the entry
                     threshold with no register rule; for the last, how often the label called those
                     day ends a dip (what the model was taught to score high).
+  early evidence    what the final register shows in a dip's first school days: school days from
+                    onset to the pupil's third day with an absence, against how many pupils without
+                    a dip show three days off as close together at some point while attending 90% or
+                    more so far: how little a register can say about a dip that early.
 """
 
 from __future__ import annotations
@@ -47,6 +51,7 @@ from models.evaluation.scoring import (
 )
 from models.evaluation.targets import BY_KEY
 from models.evaluation.truth import DIP_KINDS, HEALTH_KINDS, ONE_OFF_KINDS, Truth
+from models.history import RegisterYear
 from models.policy import (
     POLICY_COUNTS,
     PolicyConfig,
@@ -339,4 +344,68 @@ def late_dips(events: Sequence[InterventionEvent], rows: TrainingSet, scores: np
                 out.labelled_days += int((label_of[mine] >= 0).sum())
                 out.label_dip_days += int((label_of[mine] == 1).sum())
     out.reasons = {r: out.reasons[r] for r in LATE_REASONS if r in out.reasons}
+    return out
+
+
+# -- what the register shows early in a dip ------------------------------------------------------
+EARLY_DAYS_OFF = 3  # days with an absence: a pattern a register could show
+EARLY_WITHIN = 10  # school days after onset: the lead-time target
+USUAL_LEVEL = 0.9  # attending at least this much so far: a pupil who usually attends
+OWN_LEVEL_DAYS = 20  # school days before that level counts (the policy waits for 40 sessions)
+
+
+@dataclass
+class EarlyEvidence:
+    dips: int = 0
+    # Per dip with three days off after onset: school days from onset to the third.
+    third_day_off: list[int] = field(default_factory=list)
+    no_dip_pupils: int = 0
+    # Pupils without a dip who at some point had three days off within 11 school days (a day and
+    # the 10 before it), after 20 school days or more in which they had attended 90% or more.
+    no_dip_with_three_close: int = 0
+
+    @property
+    def within(self) -> int:
+        """Dips whose third day off came at most `EARLY_WITHIN` school days after onset."""
+        return sum(days <= EARLY_WITHIN for days in self.third_day_off)
+
+    @property
+    def median_third_day_off(self) -> float | None:
+        return float(np.median(self.third_day_off)) if self.third_day_off else None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"dips": self.dips, "third_day_off": list(self.third_day_off), "no_dip_pupils": self.no_dip_pupils,
+                "no_dip_with_three_close": self.no_dip_with_three_close}
+
+
+def early_evidence(register: RegisterYear, truth: Truth) -> EarlyEvidence:
+    """`EarlyEvidence` of a cohort's final register (module docstring). A day off is a day with a
+    possible session missed that the school did not arrange itself."""
+    counted = register.flag("possible") & ~register.flag("arranged")
+    day_off = (counted & ~register.flag("attended")).any(axis=2)
+    day_counted = counted.any(axis=2)
+    before_off = np.cumsum(day_off, axis=1) - day_off  # days off before each day, per pupil
+    before_counted = np.cumsum(day_counted, axis=1) - day_counted
+    span = EARLY_WITHIN + 1
+    out = EarlyEvidence()
+    for pupil in truth.pupils:
+        i = register.index.get(pupil)
+        if i is None:
+            continue
+        dips = [e for e in truth.episodes.get(pupil, ()) if e.kind in DIP_KINDS]
+        if not dips:
+            out.no_dip_pupils += 1
+            off = before_off[i] + day_off[i]  # days off up to and including each day
+            close = off[span - 1:] - np.concatenate(([0], off[:-span]))  # in the 11 days ending at each day
+            start = np.arange(span - 1, len(off)) - (span - 1)
+            usual = before_off[i][start] <= (1 - USUAL_LEVEL) * before_counted[i][start]
+            known = before_counted[i][start] >= OWN_LEVEL_DAYS
+            out.no_dip_with_three_close += bool(np.any((close >= EARLY_DAYS_OFF) & usual & known))
+            continue
+        for episode in dips:
+            out.dips += 1
+            onset = int(np.searchsorted(register.days, episode.onset.toordinal()))
+            after = np.flatnonzero(day_off[i, onset:])
+            if len(after) >= EARLY_DAYS_OFF:
+                out.third_day_off.append(int(after[EARLY_DAYS_OFF - 1]))
     return out

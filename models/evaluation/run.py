@@ -32,8 +32,10 @@ from models.evaluation.baselines import (
     baseline_scores,
 )
 from models.evaluation.diagnostics import (
+    EarlyEvidence,
     LateDips,
     OutsideDipConcerns,
+    early_evidence,
     first_concern_behaviour,
     late_dips,
     outside_dip_concerns,
@@ -102,6 +104,7 @@ class CohortEvaluation:
     threshold_sweep: list[dict[str, Any]] = field(default_factory=list)
     outside_dip: OutsideDipConcerns = field(default_factory=OutsideDipConcerns)
     late_dips: LateDips = field(default_factory=LateDips)
+    early: EarlyEvidence = field(default_factory=EarlyEvidence)
     # The model's target shares as (part, whole): how sure each figure is, for the card.
     shares: dict[str, tuple[int, int]] = field(default_factory=dict)
 
@@ -125,6 +128,7 @@ class CohortEvaluation:
         out["fairness"] = self.fairness.to_dict()
         out["outside_dip"] = self.outside_dip.to_dict()
         out["late_dips"] = self.late_dips.to_dict()
+        out["early"] = self.early.to_dict()
         return out
 
 
@@ -205,7 +209,8 @@ def evaluate(model: RiskModel, marks_csv: Path, truth_csv: Path, roster_csv: Pat
         timing={"replay_seconds": round(replay_seconds, 1),
                 "marks_per_second": round(report.read / max(replay_seconds, 1e-9)),
                 "total_seconds": round(time.perf_counter() - started, 1)},
-        threshold_sweep=sweep, outside_dip=outside, late_dips=late, shares=shares,
+        threshold_sweep=sweep, outside_dip=outside, late_dips=late, early=early_evidence(register, truth),
+        shares=shares,
     )
 
 
