@@ -6,17 +6,15 @@ grouped into attendance patterns, the strongest patterns are rendered as sentenc
 pupil's own numbers, and each pattern suggests supportive next steps. Repeated short spells of
 illness, and days off on the same weekday week after week, are named from the register whatever
 the model weighed: they are a wellbeing pattern (a recognised sign of emotionally based school
-avoidance), so they suggest a wellbeing conversation rather than a medical one. A `health_needs` event says how much illness there has
-been this year and suggests the health-needs steps (school nurse, work sent home, the local
-authority's health-needs education service).
+avoidance), so they suggest a wellbeing conversation rather than a medical one. A `health_needs`
+event says how much illness there has been this year and suggests the health-needs steps (school
+nurse, work sent home, the local authority's health-needs education service).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any
-
-import calendar
 
 import numpy as np
 
@@ -35,6 +33,8 @@ from schemas.events import (
 )
 
 MAX_REASONS = 3
+# Named here rather than by `calendar.day_name`, which follows the process's locale.
+WEEKDAY_NAMES = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
 # A drop this large, or this many sessions missed in a row, reads as sudden rather than gradual.
 SUDDEN_DROP = 0.25
 SUDDEN_RUN = 4
@@ -150,7 +150,7 @@ def same_weekday_pattern(stats: WindowSummary) -> bool:
 
 
 def _same_weekday_text(stats: WindowSummary) -> str:
-    return (f"Off on {stats.same_weekday_days_off_40} {calendar.day_name[stats.same_weekday - 1]}s in the last "
+    return (f"Off on {stats.same_weekday_days_off_40} {WEEKDAY_NAMES[stats.same_weekday - 1]}s in the last "
             f"{stats.possible_40 // 2} school days, a day or two at a time")
 
 

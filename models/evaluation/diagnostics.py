@@ -9,14 +9,16 @@
                     register showed at that moment by the policy's own rules: whether the
                     register alone put it at tier 2 or more (`models.policy.register_tier`: a week
                     or more of unexplained absence in a row, or under half of the recent sessions
-                    attended), and whether it was raised below the entry score (the rule that an
-                    unexplained week from a pupil who usually attends is a concern whatever the
-                    score). Concerns the register itself called for are counted as right in a
-                    second, diagnostic precision; the target stays the one in `targets`.
+                    attended), and whether it was raised below the entry score (by the rules that
+                    make a concern due whatever the score for a pupil who usually attends: an
+                    unexplained week, or days off on the same weekday, counted apart). Concerns the
+                    register itself called for are counted as right in a second, diagnostic
+                    precision; the target stays the one in `targets`.
   first concerns    what the register showed at each pupil's first concern (a week or more of
-                    unexplained absence in a row; under half of the last 20 or 40 sessions; or the
-                    score, with nothing sustained on the register): for the fairness audit, which
-                    behaviour lies behind a group's pupils flagged without a dip.
+                    unexplained absence in a row; under half of the last 20 or 40 sessions; days
+                    off on the same weekday; or the score, with nothing sustained on the register):
+                    for the fairness audit, which behaviour lies behind a group's pupils flagged
+                    without a dip.
   late dips         each dip with no concern in its first 20 school days, under what came closest
                     to one at the day ends of those days by the policy's own rules: already on the
                     list, due (the day-end view raised it, the engine did not), held back by the
