@@ -293,7 +293,7 @@ def summarise_windows(sessions: Timelines, start: np.ndarray, end: np.ndarray, y
     same_weekday_days, same_weekday = np.zeros(n_rows, dtype=np.int64), np.zeros(n_rows, dtype=np.int64)
     if len(recent):
         same_weekday_days[recent], same_weekday[recent] = _same_weekday_days_off(
-            sessions, b[recent, None] - 1 - position, dense_absent, position < possible_40[recent, None], streak)
+            sessions, b[recent], possible_40[recent], dense_absent, streak)
 
     columns = {
         "possible_10": b - s10, "attended_10": attended(s10, b),
@@ -325,31 +325,45 @@ def summarise_windows(sessions: Timelines, start: np.ndarray, end: np.ndarray, y
 def _run_so_far(absent: np.ndarray) -> np.ndarray:
     """Per session of each row, the sessions of its run of absence from the run's first column up
     to it (0 where attended): newest first, the run counted from its newest session."""
-    position = np.arange(absent.shape[1], dtype=np.int16)
-    reset = np.maximum.accumulate(np.where(absent, np.int16(-1), position), axis=1)
-    return np.where(absent, position - reset, np.int16(0))
+    position = np.arange(absent.shape[1], dtype=np.int8)  # windows of 40: small enough
+    reset = np.maximum.accumulate(np.where(absent, np.int8(-1), position), axis=1)
+    return np.where(absent, position - reset, np.int8(0))
 
 
-def _same_weekday_days_off(sessions: Timelines, at: np.ndarray, absent: np.ndarray, visible: np.ndarray,
+def _same_weekday_days_off(sessions: Timelines, end: np.ndarray, possible: np.ndarray, absent: np.ndarray,
                            newer_part: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """`same_weekday_days_off_40` and `same_weekday` of windows whose last 40 possible sessions are
-    the columns of `visible` (newest first, at flat positions `at`), with `absent` and its
-    `_run_so_far`: the days of a day or two off, each counted on the weekday it fell on."""
-    run = newer_part + _run_so_far(absent[:, ::-1])[:, ::-1] - 1  # each absent session's whole run
-    at = np.maximum(at, 0)
-    row, slot = np.divmod(sessions.where[at], sessions.width)
-    day = np.where(visible, sessions.day0[row] + (slot >> 1), -1)
-    off = absent & (run <= SAME_WEEKDAY_SPELL_SESSIONS) & ((sessions.flags[at] & (LEAVE_BIT | ARRANGED_BIT)) == 0)
-    # A day's two sessions are neighbours (every session here is possible), the newer one first. A
-    # day counts once, at its older session, when its newer session (if the same day) is off too.
-    same_as_older = np.zeros_like(visible)
-    same_as_older[:, :-1] = day[:, :-1] == day[:, 1:]
-    newer_same_and_not_off = np.zeros_like(visible)
-    newer_same_and_not_off[:, 1:] = same_as_older[:, :-1] & ~off[:, :-1]
-    counted = off & ~same_as_older & ~newer_same_and_not_off
-    counted[:, 0] &= (slot[:, 0] & 1) == 1  # today, with only its morning marked, is not a day off yet
-    weekday = (day - 1) % 7  # ordinal day 1 was a Monday
-    per_weekday = np.stack([(counted & (weekday == w)).sum(axis=1) for w in range(7)], axis=1)
+    """`same_weekday_days_off_40` and `same_weekday` of windows ending (exclusive) at flat positions
+    `end`, whose last `possible` (at most 40) possible sessions are the columns of `absent`, newest
+    first, with its `_run_so_far`: the days of a day or two off, each counted on the weekday it fell
+    on (the newest day only once its afternoon is in). Worked over the absences alone, as a list."""
+    n_rows, width = absent.shape
+    row, column = np.nonzero(absent)  # row by row, each row's absences newest first
+    most, weekday_of_most = np.zeros(n_rows, dtype=np.int64), np.zeros(n_rows, dtype=np.int64)
+    if not len(row):
+        return most, weekday_of_most
+    # Each absence's whole run: the part counted from the run's newest session, read at its oldest.
+    oldest = np.flatnonzero(np.r_[(row[1:] != row[:-1]) | (column[1:] != column[:-1] + 1), True])
+    run = newer_part[row, column][oldest][np.searchsorted(oldest, np.arange(len(row)))]
+    flat = end[row] - 1 - column
+    grid = sessions.where[flat]  # timeline * width + slot, width even: odd is an afternoon
+    off = (run <= SAME_WEEKDAY_SPELL_SESSIONS) & ((sessions.flags[flat] & (LEAVE_BIT | ARRANGED_BIT)) == 0)
+    afternoon = (grid & 1) == 1
+    # The other session of the day, if it is in the window: the next column newer (a morning's
+    # afternoon) or older (an afternoon's morning), at the neighbouring grid position.
+    other = np.where(afternoon, column + 1, column - 1)
+    inside = (other >= 0) & (other < width)
+    other = np.clip(other, 0, width - 1)
+    other_in = inside & (other < possible[row]) & (sessions.where[np.maximum(end[row] - 1 - other, 0)]
+                                                  == np.where(afternoon, grid - 1, grid + 1))
+    # That session is then an absence too (the neighbouring entry of the list) or it was attended.
+    neighbour = np.clip(np.where(afternoon, np.arange(len(row)) + 1, np.arange(len(row)) - 1), 0, len(row) - 1)
+    other_off = (row[neighbour] == row) & (column[neighbour] == other) & off[neighbour]
+    whole = off & (~other_in | other_off)
+    # Counted once a day, at its morning (or its only session), and today only with its afternoon in.
+    counted = whole & ~(afternoon & other_in) & ~((column == 0) & ~afternoon)
+    day = sessions.day0[grid // sessions.width] + ((grid % sessions.width) >> 1)
+    weekday = (day[counted] - 1) % 7  # ordinal day 1 was a Monday
+    per_weekday = np.bincount(row[counted] * 7 + weekday, minlength=n_rows * 7).reshape(n_rows, 7)
     most = per_weekday.max(axis=1)
     return most, np.where(most > 0, per_weekday.argmax(axis=1) + 1, 0)
 
