@@ -337,32 +337,34 @@ def _same_weekday_days_off(sessions: Timelines, end: np.ndarray, possible: np.nd
     first, with its `_run_so_far`: the days of a day or two off, each counted on the weekday it fell
     on (the newest day only once its afternoon is in). Worked over the absences alone, as a list."""
     n_rows, width = absent.shape
-    row, column = np.nonzero(absent)  # row by row, each row's absences newest first
     most, weekday_of_most = np.zeros(n_rows, dtype=np.int64), np.zeros(n_rows, dtype=np.int64)
-    if not len(row):
+    cell = np.flatnonzero(absent)  # row by row, each row's absences newest first
+    if not len(cell):
         return most, weekday_of_most
-    # Each absence's whole run: the part counted from the run's newest session, read at its oldest.
-    oldest = np.flatnonzero(np.r_[(row[1:] != row[:-1]) | (column[1:] != column[:-1] + 1), True])
-    run = newer_part[row, column][oldest][np.searchsorted(oldest, np.arange(len(row)))]
+    # Each absence's whole run: the part counted from the run's newest session, read at its oldest
+    # (the last of the run's neighbouring cells in the same row).
+    oldest = np.r_[cell[1:] != cell[:-1] + 1, True] | (cell % width == width - 1)
+    run_end = np.minimum.accumulate(np.where(oldest, np.arange(len(cell)), len(cell))[::-1])[::-1]
+    cell = cell[newer_part.ravel()[cell[run_end]] <= SAME_WEEKDAY_SPELL_SESSIONS]
+    row, column = np.divmod(cell, width)
     flat = end[row] - 1 - column
-    grid = sessions.where[flat]  # timeline * width + slot, width even: odd is an afternoon
-    off = (run <= SAME_WEEKDAY_SPELL_SESSIONS) & ((sessions.flags[flat] & (LEAVE_BIT | ARRANGED_BIT)) == 0)
+    cell, row, column, flat = (x[(sessions.flags[flat] & (LEAVE_BIT | ARRANGED_BIT)) == 0] for x in (cell, row, column, flat))
+    # `cell` now lists the sessions off in a day or two. A day's other session, if in the window, is
+    # the next cell newer (a morning's afternoon) or older (an afternoon's morning), one grid
+    # position away (width is even: an odd position is an afternoon); if also off, it is the
+    # neighbouring entry of the list.
+    grid = sessions.where[flat]
     afternoon = (grid & 1) == 1
-    # The other session of the day, if it is in the window: the next column newer (a morning's
-    # afternoon) or older (an afternoon's morning), at the neighbouring grid position.
-    other = np.where(afternoon, column + 1, column - 1)
-    inside = (other >= 0) & (other < width)
-    other = np.clip(other, 0, width - 1)
-    other_in = inside & (other < possible[row]) & (sessions.where[np.maximum(end[row] - 1 - other, 0)]
-                                                  == np.where(afternoon, grid - 1, grid + 1))
-    # That session is then an absence too (the neighbouring entry of the list) or it was attended.
-    neighbour = np.clip(np.where(afternoon, np.arange(len(row)) + 1, np.arange(len(row)) - 1), 0, len(row) - 1)
-    other_off = (row[neighbour] == row) & (column[neighbour] == other) & off[neighbour]
-    whole = off & (~other_in | other_off)
+    step = np.where(afternoon, 1, -1)
+    other = column + step
+    other_in = ((other >= 0) & (other < possible[row])
+                & (sessions.where[np.clip(flat - step, 0, len(sessions.where) - 1)] == grid - step))
+    beside = np.clip(np.arange(len(cell)) + step, 0, len(cell) - 1)
+    other_off = cell[beside] == cell + step
     # Counted once a day, at its morning (or its only session), and today only with its afternoon in.
-    counted = whole & ~(afternoon & other_in) & ~((column == 0) & ~afternoon)
-    day = sessions.day0[grid // sessions.width] + ((grid % sessions.width) >> 1)
-    weekday = (day[counted] - 1) % 7  # ordinal day 1 was a Monday
+    counted = (~other_in | other_off) & ~(afternoon & other_in) & ~((column == 0) & ~afternoon)
+    timeline, slot = np.divmod(grid[counted], sessions.width)
+    weekday = (sessions.day0[timeline] + (slot >> 1) - 1) % 7  # ordinal day 1 was a Monday
     per_weekday = np.bincount(row[counted] * 7 + weekday, minlength=n_rows * 7).reshape(n_rows, 7)
     most = per_weekday.max(axis=1)
     return most, np.where(most > 0, per_weekday.argmax(axis=1) + 1, 0)
