@@ -35,7 +35,7 @@ import gc
 from array import array
 from bisect import bisect_left
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -134,8 +134,8 @@ class MarkColumns:
             recorded_at=RECORDING_EPOCH + dt.timedelta(seconds=int(self.stamp[row])), original_code=None)
 
     @classmethod
-    def from_marks(cls, marks: Sequence[RegisterMark], lines: Sequence[int] | None = None) -> MarkColumns:
-        """Columns of already-validated marks (tests, and callers holding marks)."""
+    def from_marks(cls, marks: Iterable[RegisterMark], lines: Sequence[int] | None = None) -> MarkColumns:
+        """Columns of already-validated marks, held or streamed (tests, training's validation cohort)."""
         builder = MarkColumnsBuilder()
         for mark in marks:
             builder.add(mark)

@@ -44,7 +44,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
 from models.artifact import RiskModel
-from models.columnar import MarkColumns, MarkColumnsBuilder, replay_columns
+from models.columnar import MarkColumns, replay_columns
 from models.dataset import TrainingSet, build_training_set
 from models.engine import DecisionEngine
 from models.evaluation.policy_sim import PolicySimulation
@@ -435,11 +435,8 @@ def train_on_simulation(config: Any, *, window_days: int, budget: float = DEFAUL
         validation = None
         if held_apart is not None:
             validation_csv, validation_truth = simulated(held_apart, "validation")
-            columns = MarkColumnsBuilder()
-            for mark in marks_of(validation_csv):
-                columns.add(mark)
             validation = ValidationCohort(
-                columns.build(), validation_truth,
+                MarkColumns.from_marks(marks_of(validation_csv)), validation_truth,
                 f"a validation cohort (profile {held_apart.profile}, seed {held_apart.seed}, "
                 f"{held_apart.schools} schools x {held_apart.pupils_per_school} pupils)")
         marks_csv, truth = simulated(config, "training")
