@@ -68,6 +68,27 @@ def frontier(model_path: Path | None, seeds: tuple[int, ...], enter_scores: tupl
 
 
 @cli.command()
+@click.option("--model", "model_path", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="Model to compare (default: the shipped one).")
+@click.option("--cache", type=click.Path(file_okay=False, path_type=Path), default=REPO_ROOT / "var" / "frontier",
+              show_default=True, help="Where the simulated cohorts are kept between runs.")
+def ceiling(model_path: Path | None, cache: Path) -> None:
+    """How close a model taught the simulator's own dips, on the full register, comes to the targets."""
+    from devtools.ceiling import measure_ceiling, render_ceiling
+    from devtools.frontier import HeldBackSeed
+    from models.artifact import load_model
+    from streams.settings import load_settings
+
+    settings = load_settings()
+    model = load_model(model_path or settings.model_path)
+    try:
+        result = measure_ceiling(model, cache=cache, window_days=settings.state_window_days, echo=click.echo)
+    except HeldBackSeed as refused:
+        raise click.UsageError(str(refused)) from None
+    click.echo(render_ceiling(result, shipped_enter=model.policy.enter_score))
+
+
+@cli.command()
 @click.option("--port", type=int, default=None, help="Port on 127.0.0.1 (default: a free one).")
 def broker(port: int | None) -> None:
     """Run the embedded Kafka-compatible broker (tansu, in memory) until Ctrl-C or SIGTERM. Dev and tests only."""
