@@ -353,6 +353,12 @@ def missed_section(report: EvaluationReport) -> str:
         lines.append(f"- **{cohort.name}, {metric.title.lower()}**: {metric.show(cohort.metrics[MODEL].get(key))} "
                      f"against {metric.goal}{f' ({counted})' if counted else ''}. "
                      f"{_why(cohort, key, _learns_episodes(report.model))}.")
+    if any(key in (*BOTH, "median_lead_days") for _, key in missed):
+        lines += ["", "How far the register allows: `reconnect-dev ceiling` fits a larger model taught the simulator's "
+                  "own dip episodes, with the register in full detail, on development cohorts and judges it through "
+                  "the same policy, with and without the register's holds. `docs/dip-definition.md` has its "
+                  "figures. Where even that model falls short of a target, the register does not show enough that "
+                  "early, whatever the model."]
     stretch = [(c.name, t) for c in report.cohorts for t in TARGETS if t.reaches_stretch(c.metrics[MODEL].get(t.key))]
     if stretch:
         lines += ["", "Stretch goals reached: " + "; ".join(f"{name}: {t.title.lower()}" for name, t in stretch) + "."]

@@ -299,6 +299,9 @@ def test_card_matches_a_fresh_evaluation_and_observing_changes_nothing(tmp_path,
     assert report.cohorts[0].late_dips.dips == report.cohorts[0].metrics[MODEL]["dips"]
     assert "#### Would another entry threshold have met both targets?" in text
     assert "#### Dips not caught within 20 school days: what stood in the way" in text
+    missed = {key for _, key in report.missed()}
+    assert ("`reconnect-dev ceiling`" in text) == bool(missed & {"recall_within_20", "alert_precision",
+                                                                "median_lead_days"})
     assert (tmp_path / "card" / "calibration.png").stat().st_size > 1000
     assert (tmp_path / "card" / "lead_time_shifted.png").stat().st_size > 1000
     assert report.cohorts[1].cohort["simulation"]["profile"] == "shifted"
