@@ -134,3 +134,27 @@ def test_the_command_writes_a_self_contained_report(files, tmp_path):
     assert "caught within 20 school days of onset | 1.000 | 1.000 | 1.000 |" in text
     assert (out / "backtest_weekly.png").stat().st_size > 1000
     assert "300 rows" in result.output
+
+
+@pytest.mark.slow
+def test_the_report_opens_in_a_real_browser(files, tmp_path, chromium):
+    """Done when (issue 13): the report opens in a browser. Headless Chromium loads the page from
+    disk with nothing else to fetch, draws its three plots, and shows the hand-computed figures."""
+    from selenium.webdriver.common.by import By
+
+    from streams.commands.modelling import backtest as command
+
+    out = tmp_path / "report"
+    result = CliRunner().invoke(command, [str(files["marks"]), "--roster", str(files["roster"]), "--out", str(out),
+                                          "--model", str(files["model_path"]), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    chromium.get((out / "backtest.html").as_uri())
+    assert "backtest" in chromium.title.lower()
+    plots = chromium.find_elements(By.TAG_NAME, "svg")
+    assert len(plots) == 3 and all(p.size["width"] > 200 and p.size["height"] > 100 for p in plots)
+    cells = [[c.text for c in row.find_elements(By.TAG_NAME, "td")] for row in chromium.find_elements(By.TAG_NAME, "tr")]
+    rows = {row[0]: row[1:4] for row in cells if len(row) >= 4}
+    assert rows["Dips (from the labels) caught within 20 school days of onset"] == ["1.000", "1.000", "1.000"], rows
+    assert rows["Pupil precision (flagged pupils with a concern in a dip)"] == ["1.000", "0.500", "0.500"]
+    assert any(row and row[0] == "SCH2" for row in cells)
+    assert chromium.execute_script("return performance.getEntriesByType('resource').length") == 0
