@@ -94,6 +94,7 @@ def test_the_ceiling_is_judged_on_cohorts_it_was_not_fitted_on_and_never_on_held
     assert not any(tmp_path.iterdir())  # refused before simulating anything
 
 
+@pytest.mark.slow
 def test_the_shipped_models_row_is_the_evaluations_own_threshold_sweep(model_path, tmp_path):
     """One logic everywhere: beside the ceiling, the shipped model is scored exactly as the card's sweep."""
     from devtools.ceiling import load_cohort
