@@ -11,3 +11,5 @@ ILLNESS_SPELL_SESSIONS = 10  # a week of illness: with little else, the shortfal
 OTHER_ABSENCES = 2  # sessions of other absence a block (or an illness) may come with
 SEVERE_ABSENCE_LEVEL = 0.5  # own level under it: severely absent (the DfE's term), the attendance lead's already
 WEEKDAY_PATTERN_DAYS = 3  # days off on one weekday in the last four weeks: a pattern, not chance
+UNEXPLAINED_WEEK_SESSIONS = 10  # a week nobody has given a reason for: at least a clear dip (tier 2)
+UNEXPLAINED_FORTNIGHT_SESSIONS = 20  # two weeks: tier 3, and a concern from any pupil whatever the score

@@ -160,8 +160,9 @@ def concern_due(inputs: PolicyInputs, config: PolicyConfig, scores: np.ndarray) 
     by_score = scores >= config.enter_score  # the config keeps enter <= tier2 <= tier3: the score's tier is > 0
     usual = c["usual_rate"] >= config.concern_below_rate
     silent = c["unexplained_run"] >= config.tier2_unexplained_run
+    unseen = c["unexplained_run"] >= config.tier3_unexplained_run
     weekday_pattern = c["same_weekday_days"] >= config.weekday_pattern_days
-    return by_score | (usual & (silent | weekday_pattern))
+    return by_score | unseen | (usual & (silent | weekday_pattern))
 
 
 class SmallBatchScorer:

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from models.definitions import WEEKDAY_PATTERN_DAYS
+from models.definitions import UNEXPLAINED_WEEK_SESSIONS, WEEKDAY_PATTERN_DAYS
 from models.features import FEATURE_NAMES, rate
 from schemas.events import (
     ACTION_TEXT,
@@ -154,6 +154,17 @@ def _same_weekday_text(stats: WindowSummary) -> str:
             f"{stats.possible_40 // 2} school days, a day or two at a time")
 
 
+def unexplained_run(stats: WindowSummary) -> int:
+    """Sessions of the current absence with no reason given (the policy's `unexplained_run`)."""
+    return max(stats.current_absence_run - stats.current_run_explained - stats.current_run_leave, 0)
+
+
+def _unexplained_run_text(stats: WindowSummary) -> str:
+    run = unexplained_run(stats)
+    return (f"Has missed the last {_sessions(run)} in a row ({run // 2} school days), "
+            "with no reason agreed with school yet")
+
+
 def describe(code: ReasonCode, stats: WindowSummary) -> tuple[ReasonCode, str]:
     """The sentence for a pattern, with the pupil's own numbers. May refine the code."""
     recent = (f"Attended {stats.attended_20} of the last {_sessions(stats.possible_20)} "
@@ -212,6 +223,9 @@ def concern_reasons(contributions: Sequence[float], stats: WindowSummary) -> lis
     # Register facts, named whatever the model weighed (they decide the suggested step), in place
     # of the weakest of the model's patterns.
     facts = []
+    if (unexplained_run(stats) >= UNEXPLAINED_WEEK_SESSIONS
+            and all(r.code is not ReasonCode.CONSECUTIVE_ABSENCE for r in reasons)):
+        facts.append(Reason(code=ReasonCode.CONSECUTIVE_ABSENCE, text=_unexplained_run_text(stats), weight=0.0))
     if same_weekday_pattern(stats):
         facts.append(Reason(code=ReasonCode.SAME_WEEKDAY_PATTERN, text=_same_weekday_text(stats), weight=0.0))
     if repeated_illness(stats) and all(r.code is not ReasonCode.REPEATED_ILLNESS for r in reasons):

@@ -49,7 +49,11 @@ runs led to a dip in the training data. So is a day or two off on the same weekd
 in the last 40 sessions (off three Mondays in four weeks), whatever the reason but leave the
 school authorised or arranged: repeated short absences around a weekday are a recognised sign
 of emotionally based school avoidance, worth a wellbeing conversation, and the score (taught a
-label that asks for a 10-point drop) is slow to see one day a week.
+label that asks for a 10-point drop) is slow to see one day a week. From a pupil already under
+the 90% line, a week away or a pattern of days off can be how their year goes, and the score
+decides; but an unexplained run of two weeks (20 sessions) is a concern from any pupil the holds
+do not keep back, whatever the score, at tier 3: a child nobody has heard from for a fortnight
+needs someone to get in touch, however seldom such runs turn out to be a dip.
 
 `policy_inputs` is the one place the policy's inputs are computed from window counts; the
 engine, training's threshold search and evaluation all call it.
@@ -73,6 +77,8 @@ from models.definitions import (
     ILLNESS_SPELL_SESSIONS,
     OTHER_ABSENCES,
     SEVERE_ABSENCE_LEVEL,
+    UNEXPLAINED_FORTNIGHT_SESSIONS,
+    UNEXPLAINED_WEEK_SESSIONS,
     WEEKDAY_PATTERN_DAYS,
 )
 from models.rates import rate
@@ -129,8 +135,12 @@ class PolicyConfig(BaseModel):
     weekday_pattern_days: int = Field(
         WEEKDAY_PATTERN_DAYS, ge=1, description="Days off on one weekday in the last 40 possible sessions (a day or two "
         "at a time, not leave) that make a concern due whatever the score, for a pupil who usually attends.")
-    tier2_unexplained_run: int = Field(10, ge=1, description="Unexplained sessions in a row: at least tier 2.")
-    tier3_unexplained_run: int = Field(20, ge=1, description="Unexplained sessions in a row: tier 3.")
+    tier2_unexplained_run: int = Field(
+        UNEXPLAINED_WEEK_SESSIONS, ge=1, description="Unexplained sessions in a row: at least tier 2, and a concern "
+        "whatever the score from a pupil who usually attends.")
+    tier3_unexplained_run: int = Field(
+        UNEXPLAINED_FORTNIGHT_SESSIONS, ge=1, description="Unexplained sessions in a row: tier 3, and a concern "
+        "whatever the score from any pupil the holds do not keep back.")
     severe_rate: float = Field(0.5, gt=0, le=1, description="Attendance under this over 20 sessions: tier 2 "
                                "at least; over the last 40 sessions: tier 3.")
     severe_absence_level: float = Field(
@@ -303,13 +313,15 @@ def concern_tier(config: PolicyConfig, score: float, row: PolicyRow) -> int:
     """The tier of a concern due at this mark (0: none): the higher of the score's tier and the
     register's. From a pupil who usually attends (their own level at or above the 90% line), an
     unexplained run of a week or more, or a day or two off on the same weekday three times in four
-    weeks, is due whatever the score; for a pupil already persistently absent such absences are
-    their pattern, and the score decides."""
+    weeks, is due whatever the score; for a pupil already persistently absent such absences can be
+    their pattern, and the score decides. An unexplained run of two weeks is due from any pupil
+    (but one the holds keep back): nobody has heard from them for a fortnight."""
     tier = config.tier_for(score)
     usual = row.usual_rate >= config.concern_below_rate
     silent = row.unexplained_run >= config.tier2_unexplained_run
+    unseen = row.unexplained_run >= config.tier3_unexplained_run
     weekday_pattern = row.same_weekday_days >= config.weekday_pattern_days
-    if not tier and not (usual and (silent or weekday_pattern)):
+    if not tier and not (unseen or (usual and (silent or weekday_pattern))):
         return 0
     return max(tier, register_tier(config, row))
 

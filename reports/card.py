@@ -170,8 +170,11 @@ def tiers_text(policy: PolicyConfig) -> str:
         f"always worth a call home. And {policy.weekday_pattern_days} days off on the same weekday in the last four "
         "weeks (the last 40 sessions), a day or two at a time, whatever the reason but leave the school authorised "
         "or arranged: repeated short absences around a weekday are a recognised sign of emotionally based school "
-        "avoidance, so the concern names the pattern and suggests a wellbeing conversation. The tier is the higher "
-        "of the score's tier and the register's:",
+        "avoidance, so the concern names the pattern and suggests a wellbeing conversation. From a pupil already "
+        "under that line a week away can be how their year goes, and the score decides; but "
+        f"{policy.tier3_unexplained_run // 2} school days in a row with no reason agreed with school is a concern "
+        "from any pupil the holds do not keep back, whatever the score, at tier 3: nobody has heard from them for a "
+        "fortnight, and someone needs to get in touch. The tier is the higher of the score's tier and the register's:",
         "",
         markdown(["Tier", "Meaning", "The register shows (whatever the score)"], [
             ["1", "early signs: a light-touch check-in", "a dip the model sees, nothing sustained yet"],
@@ -568,10 +571,12 @@ def outside_dip_section(report: EvaluationReport, policy: PolicyConfig) -> str:
         "dip (tier 2): "
         f"{week} school days or more of unexplained absence in a row, or under {policy.severe_rate:.0%} of the "
         f"last 20 sessions (or of the last 40) attended. **Raised below the entry score** means the score was under "
-        f"{policy.enter_score:.3f} and the concern came from one of the register's own rules for a pupil who usually "
-        f"attends: a week ({week} school days) of unexplained absence in a row is always worth a call home, and "
-        f"{policy.weekday_pattern_days} days off on the same weekday in the last four weeks are a pattern worth a "
-        "wellbeing conversation; the score did not raise these, so a higher entry score would not have stopped them.",
+        f"{policy.enter_score:.3f} and the concern came from one of the register's own rules: from a pupil who "
+        f"usually attends, a week ({week} school days) of unexplained absence in a row is always worth a call home, "
+        f"and {policy.weekday_pattern_days} days off on the same weekday in the last four weeks are a pattern worth a "
+        f"wellbeing conversation; from any pupil, {policy.tier3_unexplained_run // 2} school days in a row with no "
+        "reason agreed means nobody has heard from them for a fortnight. The score did not raise these, so a higher "
+        "entry score would not have stopped them.",
         "",
     ]
     o: dict[str, OutsideDipConcerns] = {c.name: c.outside_dip for c in cohorts}

@@ -127,6 +127,23 @@ def test_what_the_weekday_rule_leaves_to_the_score(quiet_model, days):
     assert of_kind(events, InterventionKind.CONCERN) == []
 
 
+PERSISTENTLY_ABSENT = ([("O", "O")] * 3 + [PRESENT] * 7) * 5  # 70% over ten weeks: under the 90% line
+
+
+def test_two_weeks_nobody_has_heard_from_a_persistently_absent_pupil_is_a_tier_3_concern(quiet_model):
+    """Under the 90% line a week away can be how a pupil's year goes, and the score decides; a
+    fortnight with no reason agreed is a concern whatever the score, and says so."""
+    events, marks = run(quiet_model, PERSISTENTLY_ABSENT + [("N", "N")] * 10 + [PRESENT] * 3)
+    [concern] = of_kind(events, InterventionKind.CONCERN)
+    assert concern.as_of == marks[2 * (50 + 10) - 1].date  # the afternoon of the tenth school day
+    assert int(concern.tier) == 3 and concern.risk_score < POLICY.enter_score
+    assert "Has missed the last 20 sessions in a row (10 school days), with no reason agreed with school yet" in [
+        r.text for r in concern.reasons]
+    assert SupportAction.CALL_HOME_TO_LISTEN in concern.suggested_actions
+    week, _ = run(quiet_model, PERSISTENTLY_ABSENT + [("N", "N")] * 9 + [("N", "/")] + [PRESENT] * 3)
+    assert of_kind(week, InterventionKind.CONCERN) == [], "19 sessions: still the score's call for this pupil"
+
+
 @pytest.mark.parametrize("sessions", [19, 25])
 def test_unexplained_sessions_in_a_row_are_never_early_signs(early_signs_model, sessions):
     run_days = [("N", "N")] * (sessions // 2) + ([("N", "/")] if sessions % 2 else [])
