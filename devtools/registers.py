@@ -11,6 +11,9 @@ import datetime as dt
 from collections.abc import Iterator
 from pathlib import Path
 
+from models.features import snapshot, summarise_batch
+from models.policy import PolicyConfig, PolicyRow, policy_inputs
+from models.state import PupilState
 from schemas.marks import RegisterMark, parse_mark
 
 MONDAY = dt.date(2025, 9, 8)
@@ -42,6 +45,16 @@ def pupil_marks(pupil: str, start: dt.date, codes_by_day: list[tuple[str, str]],
         marks.append(mark(pupil, day, "AM", am, **kwargs))
         marks.append(mark(pupil, day, "PM", pm, **kwargs))
     return marks
+
+
+def policy_row(codes_by_day: list[tuple[str, str]], config: PolicyConfig) -> PolicyRow:
+    """The policy's inputs for one pupil at the end of these school days (from MONDAY)."""
+    marks = pupil_marks("P1", MONDAY, codes_by_day)
+    state = PupilState("SCH1", 126, marks[0].date)
+    for m in marks:
+        state.apply(m)
+    batch = summarise_batch([snapshot(state)])
+    return policy_inputs(batch.columns, batch.latest_ordinal, config).rows()[0]
 
 
 def crafted_rows() -> list[list[str]]:

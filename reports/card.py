@@ -358,10 +358,10 @@ def missed_section(report: EvaluationReport) -> str:
                      f"{_why(cohort, key, _learns_episodes(report.model))}.")
     if any(key in (*BOTH, "median_lead_days") for _, key in missed):
         lines += ["", "How far the register allows: `reconnect-dev ceiling` fits a larger model taught the simulator's "
-                  "own dip episodes, with the register in full detail, on development cohorts and judges it through "
-                  "the same policy, with and without the register's holds. `docs/dip-definition.md` has its "
-                  "figures. Where even that model falls short of a target, the register does not show enough that "
-                  "early, whatever the model."]
+                  "own dip episodes, with the register in full detail, on development cohorts, and judges it and this "
+                  "model through the policy and with the score alone deciding. `docs/dip-definition.md` has its "
+                  "figures, which separate what the register cannot show from what the model's target and the "
+                  "policy's register rules cost against the simulator's truth."]
     stretch = [(c.name, t) for c in report.cohorts for t in TARGETS if t.reaches_stretch(c.metrics[MODEL].get(t.key))]
     if stretch:
         lines += ["", "Stretch goals reached: " + "; ".join(f"{name}: {t.title.lower()}" for name, t in stretch) + "."]

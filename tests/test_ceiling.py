@@ -22,6 +22,7 @@ from devtools.ceiling import (
     mark_kind,
     measure_ceiling,
     register_detail,
+    score_alone,
 )
 from models.history import RegisterYear
 from schemas.codes import CODES
@@ -115,10 +116,22 @@ def test_the_shipped_models_row_is_the_evaluations_own_threshold_sweep(model_pat
     assert result.shipped[0].pooled.dips > 0
     assert [p.enter_score for p in result.ceiling] == [0.5, model.policy.enter_score]
     assert result.ceiling[0].pooled.alerts >= result.ceiling[1].pooled.alerts
-    # With nothing on the register holding a concern back, the same scores raise more concerns.
-    held = [p.pooled.alerts for p in result.ceiling]
-    unheld = [p.pooled.alerts for p in result.ceiling_without_holds]
-    assert all(u >= h for u, h in zip(unheld, held, strict=True)) and unheld != held
-    # ... and only while measuring: the policy's holds are back afterwards.
-    from models import policy
-    assert policy.concern_hold.__module__ == "models.policy"
+    assert [p.pooled.alerts for p in result.ceiling_score_alone] != [p.pooled.alerts for p in result.ceiling]
+
+
+def test_the_score_alone_decides_while_measuring_and_only_then():
+    from devtools.registers import policy_row
+    from models.policy import PolicyConfig, PolicyState, decide
+
+    config = PolicyConfig(enter_score=0.5, exit_score=0.25, tier2_score=0.7, tier3_score=0.85)
+    present, usual = ("/", "\\"), ([("O", "O")] * 3 + [("/", "\\")] * 7) * 5  # 70%: under the 90% line
+    unheard = policy_row(usual + [("N", "N")] * 10, config)  # the register's two-week rule raises it
+    flu = policy_row([present] * 30 + [("I", "I")] * 5, config)  # health holds it back
+
+    def raised(score, row):
+        return decide(PolicyState(), config, score, row) is not None
+
+    assert raised(0.05, unheard) and not raised(0.6, flu)
+    with score_alone():
+        assert not raised(0.05, unheard) and raised(0.6, flu)
+    assert raised(0.05, unheard) and not raised(0.6, flu)

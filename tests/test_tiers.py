@@ -15,11 +15,11 @@ import pytest
 from sklearn.dummy import DummyClassifier
 from sklearn.pipeline import Pipeline
 
-from devtools.registers import MONDAY, pupil_marks
+from devtools.registers import MONDAY, policy_row, pupil_marks
 from models.artifact import RiskModel
 from models.engine import DecisionEngine
-from models.features import FEATURE_NAMES, snapshot, summarise_batch
-from models.policy import Hold, PolicyConfig, concern_hold, policy_inputs, register_tier
+from models.features import FEATURE_NAMES
+from models.policy import Hold, PolicyConfig, concern_hold, register_tier
 from models.state import PupilState
 from schemas.events import InterventionKind, ReasonCode, SupportAction
 
@@ -177,12 +177,7 @@ def test_a_pupil_absent_most_of_the_year_is_the_attendance_leads_already_not_a_c
 
 
 def _row(days, config=POLICY):
-    marks = pupil_marks("P1", MONDAY, days)
-    state = PupilState("SCH1", 126, marks[0].date)
-    for m in marks:
-        state.apply(m)
-    batch = summarise_batch([snapshot(state)])
-    return policy_inputs(batch.columns, batch.latest_ordinal, config).rows()[0]
+    return policy_row(days, config)
 
 
 @pytest.mark.parametrize("days, hold", [
