@@ -28,13 +28,14 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from unittest import mock
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 from sklearn.ensemble import HistGradientBoostingClassifier
 
 from devtools.frontier import FrontierPoint, cohort_files, pooled, refuse_held_back, render
+from models import policy
 from models.artifact import RiskModel
 from models.dataset import TrainingSet, build_training_set
 from models.evaluation.policy_sim import PolicySimulation
@@ -42,8 +43,8 @@ from models.evaluation.run import OFFLINE_LIMITS
 from models.evaluation.scoring import AlertScore, score_alerts
 from models.evaluation.truth import Truth
 from models.history import RegisterYear
-from models import policy
 from models.policy import thresholds
+from models.state import ARRANGED_CODES
 from models.training import dip_episode_target
 from schemas.codes import BY_INDEX, AttendanceCode
 from schemas.interchange import read_marks
@@ -58,7 +59,6 @@ MARK_KINDS = 8
 RECENT_DAYS = 20
 COUNT_WINDOWS = (5, 10, 20, 40, 80, 400)
 WEEKDAY_WINDOW = 40
-ARRANGED_CODES = frozenset({"C2", "E"})
 
 
 def mark_kind(code: AttendanceCode | None) -> int:

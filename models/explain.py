@@ -20,6 +20,7 @@ import numpy as np
 
 from models.definitions import UNEXPLAINED_WEEK_SESSIONS, WEEKDAY_PATTERN_DAYS
 from models.features import FEATURE_NAMES, rate
+from models.policy import unexplained_sessions
 from schemas.events import (
     ACTION_TEXT,
     InterventionEvent,
@@ -155,8 +156,7 @@ def _same_weekday_text(stats: WindowSummary) -> str:
 
 
 def unexplained_run(stats: WindowSummary) -> int:
-    """Sessions of the current absence with no reason given (the policy's `unexplained_run`)."""
-    return max(stats.current_absence_run - stats.current_run_explained - stats.current_run_leave, 0)
+    return int(unexplained_sessions(stats.current_absence_run, stats.current_run_explained, stats.current_run_leave))
 
 
 def _unexplained_run_text(stats: WindowSummary) -> str:

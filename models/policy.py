@@ -239,6 +239,11 @@ def _raw_rate(attended: np.ndarray, possible: np.ndarray) -> np.ndarray:
     return np.divide(attended, possible, out=np.ones(len(possible), dtype=np.float64), where=possible > 0)
 
 
+def unexplained_sessions(run, explained, leave):  # scalars or numpy arrays
+    """Sessions of the current absence with no reason given: neither explained nor leave."""
+    return np.maximum(run - explained - leave, 0)
+
+
 def policy_inputs(counts: Mapping[str, np.ndarray], day: np.ndarray, config: PolicyConfig) -> PolicyInputs:
     """The policy's inputs from window counts (the `POLICY_COUNTS` columns) and each row's day."""
     c = {name: np.asarray(counts[name], dtype=np.int64) for name in POLICY_COUNTS}
@@ -275,7 +280,7 @@ def policy_inputs(counts: Mapping[str, np.ndarray], day: np.ndarray, config: Pol
         "current_run": run,
         "health_absence": ((run > 0) & (c["current_run_health"] >= run)) | illness_window,
         "known_run": np.where((run > 0) & (explained >= run), run, 0),
-        "unexplained_run": np.maximum(run - explained, 0),
+        "unexplained_run": unexplained_sessions(run, c["current_run_explained"], c["current_run_leave"]),
         "one_block": one_block,
         "health_absence_ytd": c["health_absence_ytd"],
         "usual_rate": baseline,
