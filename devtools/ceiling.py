@@ -25,6 +25,7 @@ model's features, its training or the policy. Evaluation and training seeds are 
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -106,7 +107,7 @@ def register_detail(register: RegisterYear, pupil_id: Sequence[str], day: np.nda
         start = np.maximum(row_day + 1 - window, 0)
         columns += list((running[row_pupil, row_day + 1] - running[row_pupil, start]).T.astype(np.float32))
     day_off = np.isin(kinds, ABSENT_KINDS).any(axis=2)
-    weekday = np.array([int(ordinal) % 7 for ordinal in register.days])  # date.fromordinal(1) is a Monday: 1
+    weekday = np.array([dt.date.fromordinal(int(ordinal)).isoweekday() for ordinal in register.days])
     start = np.maximum(row_day + 1 - WEEKDAY_WINDOW, 0)
     for iso in range(1, 6):
         running_day = np.concatenate([np.zeros((pupils, 1), np.int32),
@@ -138,8 +139,10 @@ def load_cohort(cache: Path, seed: int, schools: int, pupils_per_school: int, wi
                   register_detail(rows.register, rows.pupil_id.tolist(), rows.day))
 
 
-def fit_ceiling(cohorts: Sequence[Cohort], *, every: int = 2, seed: int = 0) -> HistGradientBoostingClassifier:
-    """The model taught the simulator's dip episodes on the full register detail (every `every`-th row)."""
+def fit_ceiling(cohorts: Sequence[Cohort], *, every: int = 2,
+                seed: int = 0) -> tuple[HistGradientBoostingClassifier, int]:
+    """The model taught the simulator's dip episodes on the full register detail (every `every`-th
+    row), and the number of rows it was fitted on."""
     features = np.vstack([c.features[::every] for c in cohorts])
     target = np.concatenate([dip_episode_target(c.rows, c.truth)[::every] for c in cohorts])
     categorical = np.zeros(features.shape[1], dtype=bool)
@@ -148,7 +151,7 @@ def fit_ceiling(cohorts: Sequence[Cohort], *, every: int = 2, seed: int = 0) -> 
     model = HistGradientBoostingClassifier(max_iter=300, learning_rate=0.08, max_leaf_nodes=63, min_samples_leaf=40,
                                            l2_regularization=1.0, categorical_features=categorical,
                                            random_state=seed)
-    return model.fit(features, target)
+    return model.fit(features, target), len(target)
 
 
 def _score_alone_tier(config: policy.PolicyConfig, score: float, row: policy.PolicyRow) -> int:
@@ -176,11 +179,10 @@ class Ceiling:
     fitted_rows: int
 
 
-def _points(cohorts: Sequence[Cohort], scores: Sequence[np.ndarray], model: RiskModel,
-            enter_scores: Sequence[float]) -> list[FrontierPoint]:
+def _points(cohorts: Sequence[Cohort], simulations: Sequence[PolicySimulation], scores: Sequence[np.ndarray],
+            model: RiskModel, enter_scores: Sequence[float]) -> list[FrontierPoint]:
     per_score: dict[float, list[AlertScore]] = {enter: [] for enter in enter_scores}
-    for cohort, score in zip(cohorts, scores, strict=True):
-        simulation = PolicySimulation(cohort.rows, model.policy)
+    for cohort, simulation, score in zip(cohorts, simulations, scores, strict=True):
         for enter in enter_scores:
             alerts = simulation.alerts(score, thresholds(model.policy, enter))
             per_score[enter].append(score_alerts(alerts, cohort.truth, cohort.rows.school_days))
@@ -201,16 +203,18 @@ def measure_ceiling(model: RiskModel, *, cache: Path, window_days: int, fit_seed
         return cohort
 
     fitted_on = [load(seed) for seed in fit_seeds]
-    ceiling = fit_ceiling(fitted_on)
-    fitted_rows = sum((len(c.rows) + 1) // 2 for c in fitted_on)
+    ceiling, fitted_rows = fit_ceiling(fitted_on)
     echo(f"fitted on {fitted_rows:,} day ends")
     del fitted_on
     judged = [load(seed) for seed in judge_seeds]
     shipped_scores = [model.score(c.rows.X) for c in judged]
     scores = [ceiling.predict_proba(c.features)[:, 1] for c in judged]
-    shipped, best = (_points(judged, s, model, enter_scores) for s in (shipped_scores, scores))
+    # The policy's inputs per day end do not depend on the score or on what `score_alone` patches.
+    simulations = [PolicySimulation(c.rows, model.policy) for c in judged]
+    shipped, best = (_points(judged, simulations, s, model, enter_scores) for s in (shipped_scores, scores))
     with score_alone():
-        shipped_alone, best_alone = (_points(judged, s, model, enter_scores) for s in (shipped_scores, scores))
+        shipped_alone, best_alone = (_points(judged, simulations, s, model, enter_scores)
+                                     for s in (shipped_scores, scores))
     return Ceiling(shipped, shipped_alone, best, best_alone, fitted_rows)
 
 
