@@ -413,7 +413,7 @@ def _columnar_chunk(engine: DecisionEngine, columns: MarkColumns, rows: np.ndarr
     batch = WindowBatch(latest_ordinal, {name: columns_of[name] for name in STAT_NAMES})
     if kept is not None:
         kept.append((rows[pending], batch))
-    inputs = policy_inputs(batch.columns, batch.latest_ordinal, engine.policy)
+    inputs = policy_inputs(batch.columns, batch.latest_ordinal, engine.policy, (latest & 1) == 1)  # latest slot a PM
 
     # 4. The policy, pupil by pupil in mark order, where it can act; scores where it needs them.
     policies = [PolicyState() for _ in range(n_pupils)]

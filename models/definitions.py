@@ -13,3 +13,6 @@ SEVERE_ABSENCE_LEVEL = 0.5  # own level under it: severely absent (the DfE's ter
 WEEKDAY_PATTERN_DAYS = 3  # days off on one weekday in the last four weeks: a pattern, not chance
 UNEXPLAINED_WEEK_SESSIONS = 10  # a week nobody has given a reason for: at least a clear dip (tier 2)
 UNEXPLAINED_FORTNIGHT_SESSIONS = 20  # two weeks: tier 3, and a concern from any pupil whatever the score
+# Longer than a school week (six school days): no longer one holiday week nobody reported, so a concern
+# from a pupil who usually attends whatever the score.
+UNEXPLAINED_PAST_A_WEEK_SESSIONS = 12

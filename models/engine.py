@@ -83,6 +83,7 @@ class _Pending:
     # Snapshots at the mark: the state object moves on with later marks of the same batch.
     snapshot: Snapshot
     school_id: str
+    day_end: bool  # the afternoon of the pupil's latest day is in (its slot is the window's last)
 
 
 @dataclass(slots=True)
@@ -140,13 +141,13 @@ def health_candidates(inputs: PolicyInputs, config: PolicyConfig) -> np.ndarray:
 def concern_candidates(inputs: PolicyInputs, config: PolicyConfig) -> np.ndarray:
     """Rows where `can_raise` may hold for some pupil: its conditions on the row alone (enough
     evidence this year, nothing on the register holding a concern back: `policy.concern_hold`'s
-    five holds, over the columns they read), leaving out only the pupil's own cool-down. The
+    six holds, over the columns they read), leaving out only the pupil's own cool-down. The
     engine and the columnar replay call `can_raise` / `decide` on these rows and skip the rest,
     where they return None and change nothing; tests/test_columnar.py holds this mask equal to
     `can_raise` for a pupil never alerted, row by row."""
     c = inputs.columns
     known = c["known_run"]
-    return ((c["possible_ytd"] >= config.min_possible_sessions) & ~c["health_absence"]
+    return (c["day_end"] & (c["possible_ytd"] >= config.min_possible_sessions) & ~c["health_absence"]
             & ~((known > 0) & (known <= config.explained_absence_grace_sessions))
             & (c["unarranged_rate"] < config.concern_below_rate) & ~c["one_block"]
             & (c["usual_rate"] >= config.severe_absence_level))
@@ -159,7 +160,7 @@ def concern_due(inputs: PolicyInputs, config: PolicyConfig, scores: np.ndarray) 
     c = inputs.columns
     by_score = scores >= config.enter_score  # the config keeps enter <= tier2 <= tier3: the score's tier is > 0
     usual = c["usual_rate"] >= config.concern_below_rate
-    silent = c["unexplained_run"] >= config.tier2_unexplained_run
+    silent = c["unexplained_run"] >= config.usual_unexplained_run
     unseen = c["unexplained_run"] >= config.tier3_unexplained_run
     weekday_pattern = c["same_weekday_days"] >= config.weekday_pattern_days
     return by_score | unseen | (usual & (silent | weekday_pattern))
@@ -397,7 +398,7 @@ class DecisionEngine:
         if not pending:
             return result
         batch = summarise_batch([p.snapshot for p in pending])
-        inputs = policy_inputs(batch.columns, batch.latest_ordinal, self.policy)
+        inputs = policy_inputs(batch.columns, batch.latest_ordinal, self.policy, np.array([p.day_end for p in pending]))
         rows = PolicyRows(inputs)
         # Health needs first, for every row that could reach the threshold (it changes nothing else).
         health: dict[int, Decision] = {}
@@ -458,7 +459,7 @@ class DecisionEngine:
             result.touched[mark.pupil_id] = state
             # Only a change to the pupil's record can change the decision.
             if outcome in (ApplyOutcome.NEW, ApplyOutcome.AMENDED):
-                pending.append(_Pending(index, mark, state, snapshot(state), state.school_id))
+                pending.append(_Pending(index, mark, state, snapshot(state), state.school_id, state.codes[-1] != 0))
         for pupil_id, state in result.touched.items():
             states[pupil_id] = state
         return pending

@@ -14,6 +14,10 @@ Three kinds of event (`schemas.events.InterventionKind`):
 What holds a concern back, in the order it is checked (each is a sentence a head of year
 would say):
 
+0. `DAY_NOT_OVER`: the afternoon register of the pupil's latest school day is not in yet. A
+   concern is raised, or raised to a higher tier, once the day's registers are: the model and
+   its entry threshold were chosen on whole school days, and a morning's absence may yet be an
+   appointment, a late arrival or an illness the afternoon explains.
 1. `HEALTH`: the pupil's current absence is all illness or medical appointments, or their
    absence over the last 40 sessions is an illness: all of it (but two sessions) illness or
    medical, with a spell of a week or more (a long illness with a day in school, a phased
@@ -42,18 +46,21 @@ Tiers follow the register as well as the score (`register_tier`): a current run 
 absence of a week (10 sessions) or more, or under 50% attendance over the last two weeks, is at
 least tier 2 ("a clear dip"); a run of two weeks (20 sessions) or more, or under 50% over the
 last four weeks, is tier 3 ("a sharp or sustained dip"); a flagged pupil is escalated to the
-register's tier whatever the score. An unexplained run of a week or more from a pupil who
-usually attends (own level at or above 90%) is a concern whatever the score (`concern_tier`):
-nobody has heard from them for a week, which is always worth a call home, however rarely such
-runs led to a dip in the training data. So is a day or two off on the same weekday on three days
-in the last 40 sessions (off three Mondays in four weeks), whatever the reason but leave the
-school authorised or arranged: repeated short absences around a weekday are a recognised sign
-of emotionally based school avoidance, worth a wellbeing conversation, and the score (taught a
-label that asks for a 10-point drop) is slow to see one day a week. From a pupil already under
-the 90% line, a week away or a pattern of days off can be how their year goes, and the score
-decides; but an unexplained run of two weeks (20 sessions) is a concern from any pupil the holds
-do not keep back, whatever the score, at tier 3: a child nobody has heard from for a fortnight
-needs someone to get in touch, however seldom such runs turn out to be a dip.
+register's tier whatever the score. An unexplained run longer than a school week (12 sessions,
+six school days) from a pupil who usually attends (own level at or above 90%) is a concern
+whatever the score (`concern_tier`): nobody has heard from them, and it is no longer one holiday
+week nobody reported, however rarely such runs led to a dip in the training data. A run of one
+week or less is still the score's call: at the time it cannot be told from that holiday week,
+one block of absence that is judged by what follows it, and the school's first-day calling is
+already asking why. So is a day or two off on the same weekday on three days in the last 40
+sessions (off three Mondays in four weeks), whatever the reason but leave the school authorised
+or arranged: repeated short absences around a weekday are a recognised sign of emotionally
+based school avoidance, worth a wellbeing conversation, and the score (taught a label that asks
+for a 10-point drop) is slow to see one day a week. From a pupil already under the 90% line, a
+week away or a pattern of days off can be how their year goes, and the score decides; but an
+unexplained run of two weeks (20 sessions) is a concern from any pupil the holds do not keep
+back, whatever the score, at tier 3: a child nobody has heard from for a fortnight needs someone
+to get in touch, however seldom such runs turn out to be a dip.
 
 `policy_inputs` is the one place the policy's inputs are computed from window counts; the
 engine, training's threshold search and evaluation all call it.
@@ -78,6 +85,7 @@ from models.definitions import (
     OTHER_ABSENCES,
     SEVERE_ABSENCE_LEVEL,
     UNEXPLAINED_FORTNIGHT_SESSIONS,
+    UNEXPLAINED_PAST_A_WEEK_SESSIONS,
     UNEXPLAINED_WEEK_SESSIONS,
     WEEKDAY_PATTERN_DAYS,
 )
@@ -136,8 +144,10 @@ class PolicyConfig(BaseModel):
         WEEKDAY_PATTERN_DAYS, ge=1, description="Days off on one weekday in the last 40 possible sessions (a day or two "
         "at a time, not leave) that make a concern due whatever the score, for a pupil who usually attends.")
     tier2_unexplained_run: int = Field(
-        UNEXPLAINED_WEEK_SESSIONS, ge=1, description="Unexplained sessions in a row: at least tier 2, and a concern "
-        "whatever the score from a pupil who usually attends.")
+        UNEXPLAINED_WEEK_SESSIONS, ge=1, description="Unexplained sessions in a row: at least tier 2.")
+    usual_unexplained_run: int = Field(
+        UNEXPLAINED_PAST_A_WEEK_SESSIONS, ge=1, description="Unexplained sessions in a row that make a concern due "
+        "whatever the score, for a pupil who usually attends (longer than one holiday week nobody reported).")
     tier3_unexplained_run: int = Field(
         UNEXPLAINED_FORTNIGHT_SESSIONS, ge=1, description="Unexplained sessions in a row: tier 3, and a concern "
         "whatever the score from any pupil the holds do not keep back.")
@@ -176,6 +186,7 @@ def thresholds(base: PolicyConfig, enter: float) -> PolicyConfig:
 class Hold(StrEnum):
     """Why the register holds a concern back (see the module docstring)."""
 
+    DAY_NOT_OVER = "day_not_over"
     HEALTH = "health"
     KNOWN_REASON = "known_reason"
     NOTHING_RECENT = "nothing_recent"
@@ -215,6 +226,7 @@ class PolicyRow(NamedTuple):
     health_absence_ytd: int
     usual_rate: float  # the pupil's own earlier level this year (shrunk towards a typical pupil)
     same_weekday_days: int  # days off on one weekday in the last 40 sessions, a day or two at a time
+    day_end: bool = True  # the afternoon register of `day` is in (training and the day-end views: always)
 
 
 @dataclass(frozen=True, slots=True)
@@ -244,10 +256,13 @@ def unexplained_sessions(run, explained, leave):  # scalars or numpy arrays
     return np.maximum(run - explained - leave, 0)
 
 
-def policy_inputs(counts: Mapping[str, np.ndarray], day: np.ndarray, config: PolicyConfig) -> PolicyInputs:
-    """The policy's inputs from window counts (the `POLICY_COUNTS` columns) and each row's day."""
+def policy_inputs(counts: Mapping[str, np.ndarray], day: np.ndarray, config: PolicyConfig,
+                  day_end: np.ndarray | None = None) -> PolicyInputs:
+    """The policy's inputs from window counts (the `POLICY_COUNTS` columns), each row's day and
+    whether that day's afternoon register is in (None: every row is a day end)."""
     c = {name: np.asarray(counts[name], dtype=np.int64) for name in POLICY_COUNTS}
     day = np.asarray(day, dtype=np.int64)
+    day_end = np.ones(len(day), dtype=bool) if day_end is None else np.asarray(day_end, dtype=bool)
     run = c["current_absence_run"]
     explained = c["current_run_explained"] + c["current_run_leave"]
     absences_40 = c["possible_40"] - c["attended_40"]
@@ -285,12 +300,15 @@ def policy_inputs(counts: Mapping[str, np.ndarray], day: np.ndarray, config: Pol
         "health_absence_ytd": c["health_absence_ytd"],
         "usual_rate": baseline,
         "same_weekday_days": c["same_weekday_days_off_40"],
+        "day_end": day_end,
     })
 
 
 # -- rules ----------------------------------------------------------------------------------
 def concern_hold(config: PolicyConfig, row: PolicyRow) -> Hold | None:
     """What on the register holds a concern back for this mark, or None."""
+    if not row.day_end:
+        return Hold.DAY_NOT_OVER
     if row.health_absence:
         return Hold.HEALTH
     if 0 < row.known_run <= config.explained_absence_grace_sessions:
@@ -317,13 +335,13 @@ def register_tier(config: PolicyConfig, row: PolicyRow) -> int:
 def concern_tier(config: PolicyConfig, score: float, row: PolicyRow) -> int:
     """The tier of a concern due at this mark (0: none): the higher of the score's tier and the
     register's. From a pupil who usually attends (their own level at or above the 90% line), an
-    unexplained run of a week or more, or a day or two off on the same weekday three times in four
-    weeks, is due whatever the score; for a pupil already persistently absent such absences can be
-    their pattern, and the score decides. An unexplained run of two weeks is due from any pupil
-    (but one the holds keep back): nobody has heard from them for a fortnight."""
+    unexplained run longer than a school week, or a day or two off on the same weekday three times
+    in four weeks, is due whatever the score; for a pupil already persistently absent such absences
+    can be their pattern, and the score decides. An unexplained run of two weeks is due from any
+    pupil (but one the holds keep back): nobody has heard from them for a fortnight."""
     tier = config.tier_for(score)
     usual = row.usual_rate >= config.concern_below_rate
-    silent = row.unexplained_run >= config.tier2_unexplained_run
+    silent = row.unexplained_run >= config.usual_unexplained_run
     unseen = row.unexplained_run >= config.tier3_unexplained_run
     weekday_pattern = row.same_weekday_days >= config.weekday_pattern_days
     if not tier and not (unseen or (usual and (silent or weekday_pattern))):

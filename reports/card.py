@@ -142,6 +142,10 @@ def tiers_text(policy: PolicyConfig) -> str:
         "due at all and how serious it is. A `concern` is raised when the score reaches "
         f"{policy.enter_score:.3f} and none of these holds it back:",
         "",
+        "0. **The day is not over.** The afternoon register of the pupil's latest school day is not in yet. A "
+        "concern is raised, or raised to a higher tier, once the day's registers are: the model and its entry "
+        "score were chosen on whole school days, and a morning's absence may yet be an appointment, a late "
+        "arrival or an illness the afternoon explains.",
         "1. **Health is not a dip.** The current absence is all illness or medical appointments (I, M), "
         "however long; or the last 40 sessions' absence is an illness (all of it illness but two sessions, "
         f"with a spell of {policy.illness_spell_sessions // 2} school days or more). No concern while it "
@@ -166,8 +170,10 @@ def tiers_text(policy: PolicyConfig) -> str:
         "",
         f"From a pupil who usually attends (their own level this year at or above {policy.concern_below_rate:.0%}), "
         "two things on the register are a concern whatever the score. An unexplained absence of "
-        f"{policy.tier2_unexplained_run // 2} school days in a row: nobody has heard from them for a week, which is "
-        f"always worth a call home. And {policy.weekday_pattern_days} days off on the same weekday in the last four "
+        f"{policy.usual_unexplained_run // 2} school days in a row: longer than a school week, it is no longer one "
+        "holiday week nobody reported, and a call home is due (a week or less is the score's call: at the time it "
+        "cannot be told from that holiday week, and the school's first-day calling is already asking why). And "
+        f"{policy.weekday_pattern_days} days off on the same weekday in the last four "
         "weeks (the last 40 sessions), a day or two at a time, whatever the reason but leave the school authorised "
         "or arranged: repeated short absences around a weekday are a recognised sign of emotionally based school "
         "avoidance, so the concern names the pattern and suggests a wellbeing conversation. From a pupil already "
@@ -485,7 +491,7 @@ LATE_NAMES = {
     TOO_EARLY: "under {min_possible} possible sessions this year (the start of the year, or a joiner)",
     BELOW_ENTRY: "the score stayed under the entry threshold, and no register rule asked for a concern",
 }
-HOLD_NAMES = {Hold.HEALTH.value: "illness", Hold.KNOWN_REASON.value: "a known reason waited out",
+HOLD_NAMES = {Hold.DAY_NOT_OVER.value: "the day's afternoon register not in yet", Hold.HEALTH.value: "illness", Hold.KNOWN_REASON.value: "a known reason waited out",
               Hold.NOTHING_RECENT.value: "90% or more of the last 20 sessions",
               Hold.ONE_BLOCK.value: "one block, judged by what follows",
               Hold.ALREADY_SEVERE.value: "already severely absent"}
@@ -572,7 +578,8 @@ def outside_dip_section(report: EvaluationReport, policy: PolicyConfig) -> str:
         f"{week} school days or more of unexplained absence in a row, or under {policy.severe_rate:.0%} of the "
         f"last 20 sessions (or of the last 40) attended. **Raised below the entry score** means the score was under "
         f"{policy.enter_score:.3f} and the concern came from one of the register's own rules: from a pupil who "
-        f"usually attends, a week ({week} school days) of unexplained absence in a row is always worth a call home, "
+        f"usually attends, {policy.usual_unexplained_run // 2} school days of unexplained absence in a row (longer "
+        "than a school week) call for a call home, "
         f"and {policy.weekday_pattern_days} days off on the same weekday in the last four weeks are a pattern worth a "
         f"wellbeing conversation; from any pupil, {policy.tier3_unexplained_run // 2} school days in a row with no "
         "reason agreed means nobody has heard from them for a fortnight. The score did not raise these, so a higher "

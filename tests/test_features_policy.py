@@ -309,17 +309,28 @@ def test_policy_inputs_read_the_current_run():
 
 
 @pytest.mark.parametrize("usual_rate, raised", [(0.95, True), (0.8, False)])
-def test_a_week_unexplained_from_a_pupil_who_usually_attends_is_a_concern_whatever_the_score(usual_rate, raised):
-    """Nobody has heard from them for a week: a call home, even when the model scores it low. For a
-    pupil already persistently absent, such runs are their pattern and the score decides."""
+def test_longer_than_a_week_unexplained_from_a_pupil_who_usually_attends_is_a_concern_whatever_the_score(
+        usual_rate, raised):
+    """Six school days and nobody has heard from them: no longer one holiday week nobody reported, so a
+    call home, even when the model scores it low. For a pupil already persistently absent, such runs
+    are their pattern and the score decides."""
     state = PolicyState()
-    row = policy_row(current_run=10, unexplained_run=10, recent_rate=0.5, unarranged_rate=0.5, rate_20=0.5,
+    row = policy_row(current_run=12, unexplained_run=12, recent_rate=0.4, unarranged_rate=0.4, rate_20=0.4,
                      usual_rate=usual_rate)
     decision = decide(state, CONFIG, 0.05, row)
     assert (decision is not None) is raised
     if raised:
         assert decision.kind is InterventionKind.CONCERN and decision.tier == 2
-    assert decide(PolicyState(), CONFIG, 0.05, policy_row(current_run=9, unexplained_run=9)) is None
+
+
+@pytest.mark.parametrize("sessions", [9, 10, 11])
+def test_a_week_or_less_unexplained_is_the_scores_call(sessions):
+    """At the time, a week away with no reason given cannot be told from a holiday week nobody reported."""
+    row = policy_row(current_run=sessions, unexplained_run=sessions, recent_rate=0.5, unarranged_rate=0.5,
+                     rate_20=0.5, usual_rate=0.95)
+    assert decide(PolicyState(), CONFIG, 0.05, row) is None
+    raised = decide(PolicyState(), CONFIG, CONFIG.enter_score, row)
+    assert raised is not None and raised.tier >= (2 if sessions >= 10 else 1), "the run still sets the tier"
 
 
 # -- the outcome loop: what an open support plan does to the policy -----------------------------

@@ -55,6 +55,18 @@ def of_kind(events, kind: InterventionKind):
     return [e for e in events if e.kind is kind]
 
 
+def test_a_concern_waits_for_the_afternoon_register(early_signs_model):
+    """The model and its threshold were chosen on whole school days: the morning of the second day
+    off already lets a concern through, but it is raised once that day's afternoon is in."""
+    engine = DecisionEngine(early_signs_model, window_days=126)
+    marks = pupil_marks("P1", MONDAY, [PRESENT] * 30 + [("O", "O"), PRESENT, PRESENT, ("O", "O")])
+    states: dict[str, PupilState] = {}
+    before = engine.process(marks[:-1], states).events
+    assert of_kind(before, InterventionKind.CONCERN) == []
+    [concern] = of_kind(engine.process(marks[-1:], states).events, InterventionKind.CONCERN)
+    assert concern.as_of == marks[-1].date
+
+
 def test_two_week_flu_is_no_concern(early_signs_model):
     events, _ = run(early_signs_model, [PRESENT] * 30 + [("I", "I")] * 10 + [PRESENT] * 20)
     assert of_kind(events, InterventionKind.CONCERN) == []
@@ -125,6 +137,25 @@ def test_off_three_mondays_in_four_weeks_is_a_concern_whatever_the_score(quiet_m
 def test_what_the_weekday_rule_leaves_to_the_score(quiet_model, days):
     events, _ = run(quiet_model, days)
     assert of_kind(events, InterventionKind.CONCERN) == []
+
+
+@pytest.mark.parametrize("earlier", [[PRESENT] * 10, [("I", "I"), PRESENT, PRESENT, ("O", "O")] + [PRESENT] * 6],
+                         ids=["nothing else", "two days off earlier in the month"])
+def test_a_week_away_with_no_reason_then_back_is_the_scores_call(quiet_model, earlier):
+    """A holiday week nobody reported looks like this at the time: however the rest of the month
+    went, a week's run is the score's to weigh (the run still makes any concern tier 2)."""
+    events, _ = run(quiet_model, [PRESENT] * 60 + earlier + [("O", "O")] * 5 + [PRESENT] * 20)
+    assert of_kind(events, InterventionKind.CONCERN) == []
+
+
+def test_longer_than_a_school_week_with_no_reason_from_a_usual_attender_is_a_concern(quiet_model):
+    events, marks = run(quiet_model, [PRESENT] * 70 + [("N", "N")] * 6 + [PRESENT] * 3)
+    [concern] = of_kind(events, InterventionKind.CONCERN)
+    assert concern.as_of == marks[2 * (70 + 6) - 1].date  # the afternoon of the sixth school day
+    assert int(concern.tier) == 2 and concern.risk_score < POLICY.enter_score
+    assert "Has missed the last 12 sessions in a row (6 school days), with no reason agreed with school yet" in [
+        r.text for r in concern.reasons]
+    assert SupportAction.CALL_HOME_TO_LISTEN in concern.suggested_actions
 
 
 PERSISTENTLY_ABSENT = ([("O", "O")] * 3 + [PRESENT] * 7) * 5  # 70% over ten weeks: under the 90% line

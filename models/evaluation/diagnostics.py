@@ -11,8 +11,8 @@
                     or more of unexplained absence in a row, or under half of the recent sessions
                     attended), and whether it was raised below the entry score (by the rules that
                     make a concern due whatever the score: for a pupil who usually attends, an
-                    unexplained week, or days off on the same weekday, counted apart; for any
-                    pupil, two unexplained weeks). Concerns the
+                    unexplained run longer than a school week, or days off on the same weekday,
+                    counted apart; for any pupil, two unexplained weeks). Concerns the
                     register itself called for are counted as right in a second, diagnostic
                     precision; the target stays the one in `targets`.
   first concerns    what the register showed at each pupil's first concern (a week or more of
