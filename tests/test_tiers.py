@@ -254,3 +254,19 @@ def test_named_cases_through_the_shipped_model(model_path):
     assert len(of_kind(long_illness, InterventionKind.HEALTH_NEEDS)) == 1
     concerns = of_kind(unexplained, InterventionKind.CONCERN)
     assert concerns and max(int(e.tier) for e in concerns) >= 2
+
+
+def test_repeated_blocks_from_a_usual_attender_are_a_concern_through_the_shipped_model(model_path):
+    """At 94% (a day off sick every three weeks), then three days off and one in, week after week:
+    each day in school is a 'return' from a block, and a model that read the one-block features
+    the wrong way round stayed under its threshold for nine weeks (issue 13: repeated spells must
+    still be caught)."""
+    from models.artifact import load_model
+
+    usual = ([PRESENT] * 15 + [("I", "I")]) * 4
+    for code in ("N", "O"):
+        events, marks = run(load_model(model_path), usual + ([(code, code)] * 3 + [PRESENT]) * 9)
+        concerns = of_kind(events, InterventionKind.CONCERN)
+        assert concerns, f"no concern in nine weeks ({code})"
+        days_after = sorted({m.date for m in marks}).index(concerns[0].as_of) - len(usual)
+        assert days_after <= 10 and int(concerns[0].tier) >= 2
