@@ -270,8 +270,9 @@ class ValidationCohort:
 
 class EngineReplay:
     """The concerns the real engine raises over a cohort's marks under a policy: what the stream
-    would have raised. The engine decides at every mark, before a day's reasons are all entered, so
-    it can raise concerns a day-end view of the same scores never sees."""
+    would have raised. The engine decides as marks arrive (a new concern once the day's afternoon
+    register is in), before a day's reasons are all entered, so it can raise concerns a day-end
+    view of the final register never sees."""
 
     def __init__(self, model: RiskModel, columns: MarkColumns, *, window_days: int) -> None:
         self.model, self.columns, self.window_days = model, columns, window_days
