@@ -24,14 +24,18 @@ from functools import cached_property
 import numpy as np
 
 from models.school_year import academic_year
-from models.state import ARRANGED, ATTENDED, HEALTH, POSSIBLE
+from models.state import ARRANGED, ATTENDED, HEALTH, HOLIDAY, LEAVE, POSSIBLE
 from schemas.codes import CODES
 from schemas.marks import RegisterMark, Session
 from schemas.recording import recording_stamp, supersedes
 
 _TABLES = {name: np.frombuffer(table, dtype=np.uint8).astype(bool)
            for name, table in (("possible", POSSIBLE), ("attended", ATTENDED), ("health", HEALTH),
-                               ("arranged", ARRANGED))}
+                               ("arranged", ARRANGED), ("holiday", HOLIDAY), ("leave", LEAVE))}
+# An absence with no reason agreed with school, as the policy counts a run's unexplained sessions:
+# neither illness nor a holiday (explained) nor leave (models.policy.unexplained_sessions).
+_TABLES["unexplained"] = (_TABLES["possible"] & ~_TABLES["attended"] & ~_TABLES["health"] & ~_TABLES["holiday"]
+                          & ~_TABLES["leave"])
 
 
 class RegisterHistory:
@@ -110,7 +114,8 @@ class RegisterYear:
         return {pupil: i for i, pupil in enumerate(self.pupils)}
 
     def flag(self, name: str) -> np.ndarray:
-        """Per session, whether its code is possible / attended / health / arranged (bool, P x D x 2)."""
+        """Per session, whether its code is possible / attended / health / arranged / holiday / leave /
+        unexplained (bool, P x D x 2)."""
         return _TABLES[name][self.codes]
 
     @cached_property

@@ -685,6 +685,12 @@ def fairness_section(report: EvaluationReport) -> str:
         "(an EHC-plan group has tens of pupils), so single-cohort ratios are noisy: each comes with its counts and "
         "a 95% interval (log scale), and a gap counts as shown only when the whole interval is over "
         f"{MAX_RATIO:g}x.",
+        "",
+        "Which behaviour drives a gap is read twice. First at equal attendance: the group's flag rate in each "
+        "band of attendance, weighted to the comparison group's mix of bands. Then at equal attendance and equal "
+        "long unexplained runs: the bands are split by whether the pupil had a run of unexplained absence longer "
+        "than a school week this year, the run the register's rules answer with a concern whatever the score. A "
+        "gap within the limit there comes from more such runs in the group, not from the group itself.",
     ]
     for cohort in report.cohorts:
         lines += ["", f"### {cohort.name} cohort", "", fairness_markdown(cohort.fairness), "",

@@ -90,14 +90,17 @@ def ratio_interval_text(c: Comparison) -> str:
 
 def comparison_rows(audit: FairnessAudit) -> tuple[list[str], list[list[str]]]:
     header = ["Group vs comparison", "Flagged without a dip", "Ratio", "95% interval", f"Within {MAX_RATIO:g}x",
-              "Ratio at equal attendance", "Mean attendance (no dip)"]
+              "Ratio at equal attendance", "... and equal long unexplained runs",
+              "Long unexplained run (no dip)", "Mean attendance (no dip)"]
     rows = []
     for c in audit.comparisons:
         rows.append([f"{c.attribute} = {c.group} vs {c.versus}",
                      f"{c.group_flagged} of {c.group_pupils} ({fmt(c.group_share)}) vs {c.versus_flagged} of "
                      f"{c.versus_pupils} ({fmt(c.versus_share)})",
                      fmt(c.ratio, 2), ratio_interval_text(c), {True: "yes", False: "no", None: "n/a"}[c.within],
-                     fmt(c.adjusted_ratio, 2), f"{fmt(c.group_mean_attendance)} vs {fmt(c.versus_mean_attendance)}"])
+                     fmt(c.adjusted_ratio, 2), fmt(c.run_adjusted_ratio, 2),
+                     f"{fmt(c.group_long_run_share)} vs {fmt(c.versus_long_run_share)}",
+                     f"{fmt(c.group_mean_attendance)} vs {fmt(c.versus_mean_attendance)}"])
     return header, rows
 
 
@@ -125,10 +128,21 @@ def gap_sentences(audit: FairnessAudit) -> list[str]:
                        f"{fmt(c.versus_mean_attendance)}), which the model sees, not from the group itself"
                        if c.explained_by_attendance else
                        f"at equal attendance it is still {fmt(c.adjusted_ratio, 2)}x: not explained by attendance "
-                       "alone")
+                       f"alone; {_long_runs(c)}")
             lines.append(f"{who}: flagged without a dip {fmt(c.group_share)} against {fmt(c.versus_share)}, "
                          f"{fmt(c.ratio, 2)}x, over {MAX_RATIO:g}x; {because}. {_how_sure(c)}{_behind(c)}")
     return lines
+
+
+def _long_runs(c: Comparison) -> str:
+    """The second standardisation: attendance and long unexplained runs (models.evaluation.fairness)."""
+    had = (f"{fmt(c.group_long_run_share)} of these pupils without a dip had an unexplained run of "
+           f"{c.long_run_sessions} sessions or more this year, against {fmt(c.versus_long_run_share)}")
+    if c.explained_by_long_runs:
+        return (f"at equal attendance and equal long unexplained runs the ratio is {fmt(c.run_adjusted_ratio, 2)}x: "
+                f"the gap comes from those runs ({had}), which the register's rules answer with a concern in every "
+                "group alike")
+    return f"with equal long unexplained runs as well it is {fmt(c.run_adjusted_ratio, 2)}x ({had})"
 
 
 def _behind(c: Comparison) -> str:

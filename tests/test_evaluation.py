@@ -215,6 +215,40 @@ def test_fairness_ratio_and_what_drives_it():
     assert not comparison.clearly_over  # ten pupils a side cannot show a gap
 
 
+def test_the_longest_unexplained_run_skips_sessions_that_are_not_possible_and_stops_at_a_reason():
+    from models.evaluation.fairness import longest_unexplained_run_by_pupil
+
+    present = ("/", "\\")
+    register = register_of({
+        "P1": [present, ("O", "N"), ("#", "#"), ("N", "O"), present, ("O", "O")],  # a closure inside the run: 4
+        "P2": [present, ("O", "I"), ("O", "G"), ("O", "C"), ("O", "/")],  # illness, holiday, leave break it: 1
+        "P3": [present] * 6,
+    })
+    assert longest_unexplained_run_by_pupil(register) == {"P1": 4, "P2": 1, "P3": 0}
+
+
+def test_fairness_ratio_at_equal_attendance_and_equal_long_unexplained_runs():
+    """Same attendance in both groups, but more of one group's absence came as a long unexplained run,
+    which the register's rules answer whatever the score: at equal runs, the rates are equal."""
+    pupils = [f"S{i}" for i in range(10)] + [f"N{i}" for i in range(10)]
+    sen = {p: ("sen_support" if p.startswith("S") else "none") for p in pupils}
+    groups = Truth({}, sen, {p: False for p in pupils}, pupils)
+    present, off = ("/", "\\"), ("O", "O")
+    long_run = [present] * 30 + [off] * 6 + [present] * 6  # 12 sessions in a row
+    scattered = [present] * 30 + [off, present] * 6  # the same 12 sessions, a day at a time
+    register = register_of({**{f"S{i}": long_run if i < 6 else scattered for i in range(10)},
+                            **{f"N{i}": long_run if i < 1 else scattered for i in range(10)}})
+    alerts = {p: [register.dates[-1]] for p in ("S0", "S1", "S2", "S3", "S4", "S5", "N0")}
+    comparison = next(c for c in audit(alerts, groups, register.dates, register=register,
+                                       long_run_sessions=12).comparisons if c.group == "sen_support")
+    assert comparison.ratio == pytest.approx(6.0) and comparison.adjusted_ratio == pytest.approx(6.0)
+    assert comparison.run_adjusted_ratio == pytest.approx(1.0) and comparison.explained_by_long_runs
+    assert (comparison.group_long_run_share, comparison.versus_long_run_share) == (0.6, 0.1)
+    at_13 = next(c for c in audit(alerts, groups, register.dates, register=register,
+                                  long_run_sessions=13).comparisons if c.group == "sen_support")
+    assert at_13.run_adjusted_ratio == pytest.approx(6.0) and not at_13.explained_by_long_runs
+
+
 def test_fairness_counts_what_the_register_showed_at_the_first_concern_of_pupils_flagged_without_a_dip():
     from models.evaluation.diagnostics import SCORE_ONLY, UNDER_HALF, UNEXPLAINED_WEEK, first_concern_behaviour
     from models.explain import build_event

@@ -12,7 +12,16 @@ the comparison group's mix of bands (direct standardisation). If the adjusted ra
 1.5x while the raw one is not, the gap comes from the group's attendance (more pupils in the
 lower bands), not from group membership as such.
 
-Which behaviour, beyond attendance: given what the register showed at each pupil's first concern
+Which behaviour, beyond attendance: the register's rules raise a concern whatever the score for a
+long run of unexplained absence (longer than a school week from a pupil who usually attends, two
+weeks from anyone), so a group whose pupils have more such runs gets more concerns at the same
+attendance. The flag rate is standardised a second time, over bands of attendance crossed with
+whether the pupil had an unexplained run of `long_run_sessions` or more this year (the policy's
+`usual_unexplained_run`); if that ratio is within 1.5x while the attendance-adjusted one is not,
+the gap comes from those runs, which the rules answer alike in every group. The share of each
+group's pupils without a dip who had such a run is reported beside it.
+
+Which behaviour, at the concern: given what the register showed at each pupil's first concern
 (`behaviour`, from models.evaluation.diagnostics.first_concern_behaviour), the flagged pupils
 without a dip of each group are counted by it, so a gap can be read as, say, "most of them were
 raised during a week or more of unexplained absence in a row".
@@ -34,6 +43,7 @@ from typing import Any
 
 import numpy as np
 
+from models.definitions import UNEXPLAINED_PAST_A_WEEK_SESSIONS
 from models.evaluation.scoring import score_alerts
 from models.evaluation.truth import DIP_KINDS, Truth
 from models.history import RegisterYear
@@ -57,6 +67,12 @@ class Comparison:
     adjusted_ratio: float | None  # re-weighted to the comparison group's attendance bands
     group_mean_attendance: float | None  # of the pupils without a dip
     versus_mean_attendance: float | None
+    # Re-weighted to the comparison group's mix of attendance bands crossed with "had a long
+    # unexplained run this year" (module docstring), and the share of pupils without a dip with one.
+    run_adjusted_ratio: float | None = None
+    long_run_sessions: int = UNEXPLAINED_PAST_A_WEEK_SESSIONS
+    group_long_run_share: float | None = None
+    versus_long_run_share: float | None = None
     group_flagged: int = 0  # pupils without a dip flagged, and pupils without a dip, in each group
     group_pupils: int = 0
     versus_flagged: int = 0
@@ -91,6 +107,12 @@ class Comparison:
         return bool(self.ratio is not None and self.ratio > MAX_RATIO and self.adjusted_ratio is not None
                     and self.adjusted_ratio <= MAX_RATIO)
 
+    @property
+    def explained_by_long_runs(self) -> bool:
+        """Over 1.5x at equal attendance, within it once long unexplained runs are equal too."""
+        return bool(self.ratio is not None and self.ratio > MAX_RATIO and not self.explained_by_attendance
+                    and self.run_adjusted_ratio is not None and self.run_adjusted_ratio <= MAX_RATIO)
+
 
 @dataclass
 class FairnessAudit:
@@ -100,6 +122,7 @@ class FairnessAudit:
     def to_dict(self) -> dict[str, Any]:
         return {"rows": self.rows, "comparisons": [asdict(c) | {"within": c.within,
                                                                   "explained_by_attendance": c.explained_by_attendance,
+                                                                  "explained_by_long_runs": c.explained_by_long_runs,
                                                                   "ratio_interval": c.ratio_interval,
                                                                   "clearly_over": c.clearly_over}
                                                    for c in self.comparisons]}
@@ -121,17 +144,50 @@ def attendance_by_pupil(year: RegisterYear | None) -> dict[str, float]:
     return dict(zip(year.pupils, rates.tolist()))
 
 
+def longest_unexplained_run_by_pupil(year: RegisterYear | None) -> dict[str, int]:
+    """Each pupil's longest run of unexplained absence over the register, in sessions; a session
+    that is not possible (a closure, a weekend) neither breaks a run nor lengthens it."""
+    if year is None:
+        return {}
+    possible = year.flag("possible").reshape(len(year.pupils), -1)
+    unexplained = year.flag("unexplained").reshape(len(year.pupils), -1)
+    # Each pupil's possible sessions first, in order (a stable sort), then the rest as attended.
+    order = np.argsort(~possible, axis=1, kind="stable")
+    runs = np.take_along_axis(unexplained, order, axis=1) & np.take_along_axis(possible, order, axis=1)
+    counted = np.cumsum(runs, axis=1)
+    at_last_break = np.maximum.accumulate(np.where(runs, 0, counted), axis=1)
+    longest = (counted - at_last_break).max(axis=1, initial=0)
+    return dict(zip(year.pupils, longest.tolist()))
+
+
 def _band(rate: float) -> str:
     return next(label for floor, label in BANDS if rate >= floor)
 
 
+def _standardised(mine: Sequence[str], theirs: Sequence[str], stratum: Mapping[str, str],
+                  flagged_share) -> float:
+    """The group's flag rate within each stratum, weighted by the comparison group's mix of strata
+    (direct standardisation); a stratum the group has no pupil in takes the comparison's rate."""
+    theirs_known = [p for p in theirs if p in stratum]
+    mix = Counter(stratum[p] for p in theirs_known)
+    total = 0.0
+    for label, count in mix.items():
+        in_mine = [p for p in mine if stratum.get(p) == label]
+        in_theirs = [p for p in theirs_known if stratum[p] == label]
+        total += count / len(theirs_known) * flagged_share(in_mine if in_mine else in_theirs)
+    return total
+
+
 def audit(alerts: Mapping[str, Sequence[dt.date]], truth: Truth, school_days: Sequence[dt.date], *,
           register: RegisterYear | None = None, dip_kinds: Sequence[str] = DIP_KINDS,
-          behaviour: Mapping[str, str] | None = None) -> FairnessAudit:
+          behaviour: Mapping[str, str] | None = None,
+          long_run_sessions: int = UNEXPLAINED_PAST_A_WEEK_SESSIONS) -> FairnessAudit:
     """The audit (module docstring); `behaviour`: pupil -> what the register showed at their first
-    concern, to count the flagged pupils without a dip by."""
+    concern, to count the flagged pupils without a dip by; `long_run_sessions`: the unexplained run
+    that the second standardisation asks about (the policy's `usual_unexplained_run`)."""
     dip_kinds = tuple(dip_kinds)
     attendance = attendance_by_pupil(register)
+    long_run = {p: run >= long_run_sessions for p, run in longest_unexplained_run_by_pupil(register).items()}
     rows = []
     for attribute, group in GROUPS:
         pupils = _members(truth, attribute, group)
@@ -146,12 +202,14 @@ def audit(alerts: Mapping[str, Sequence[dt.date]], truth: Truth, school_days: Se
             "recall": m["recall"], "recall_within_20": m["recall_within_20"],
             "flagged_share_without_dip": (sum(bool(alerts.get(p)) for p in no_dip) / len(no_dip)) if no_dip else None,
         })
-    comparisons = [_compare(alerts, truth, attendance, dip_kinds, behaviour or {}, *spec) for spec in COMPARED]
+    comparisons = [_compare(alerts, truth, attendance, long_run, long_run_sessions, dip_kinds, behaviour or {}, *spec)
+                   for spec in COMPARED]
     return FairnessAudit(rows, [c for c in comparisons if c is not None])
 
 
-def _compare(alerts, truth: Truth, attendance: Mapping[str, float], dip_kinds: tuple[str, ...],
-             behaviour: Mapping[str, str], attribute: str, group: str, versus: str) -> Comparison | None:
+def _compare(alerts, truth: Truth, attendance: Mapping[str, float], long_run: Mapping[str, bool],
+             long_run_sessions: int, dip_kinds: tuple[str, ...], behaviour: Mapping[str, str], attribute: str,
+             group: str, versus: str) -> Comparison | None:
     def no_dip(value: str) -> list[str]:
         return [p for p in _members(truth, attribute, value) if not truth.has_dip(p, dip_kinds)]
 
@@ -172,24 +230,23 @@ def _compare(alerts, truth: Truth, attendance: Mapping[str, float], dip_kinds: t
         known = [attendance[p] for p in pupils if p in attendance]
         return float(np.mean(known)) if known else None
 
+    def long_run_share(pupils: list[str]) -> float | None:
+        known = [long_run[p] for p in pupils if p in long_run]
+        return sum(known) / len(known) if known else None
+
     mine_flagged, theirs_flagged = flagged(mine), flagged(theirs)
     mine_share, theirs_share = mine_flagged / len(mine), theirs_flagged / len(theirs)
     ratio = mine_share / theirs_share if theirs_share else None
-    adjusted = None
-    if attendance and theirs_share:
-        # The group's within-band flag rates, weighted by the comparison group's band mix.
-        theirs_known = [p for p in theirs if p in attendance]
-        bands_theirs = [_band(attendance[p]) for p in theirs_known]
-        standardised = 0.0
-        for _, label in BANDS:
-            weight = bands_theirs.count(label) / max(len(bands_theirs), 1)
-            in_band = [p for p in mine if p in attendance and _band(attendance[p]) == label]
-            in_band_theirs = [p for p, b in zip(theirs_known, bands_theirs) if b == label]
-            rate = share(in_band) if in_band else (share(in_band_theirs) if in_band_theirs else 0.0)
-            standardised += weight * rate
-        adjusted = standardised / theirs_share
+    adjusted = run_adjusted = None
+    if attendance and theirs_share and any(p in attendance for p in theirs):
+        band = {p: _band(rate) for p, rate in attendance.items()}
+        adjusted = _standardised(mine, theirs, band, share) / theirs_share
+        band_and_run = {p: f"{label}, {'a long run' if long_run.get(p) else 'no long run'}" for p, label in band.items()}
+        run_adjusted = _standardised(mine, theirs, band_and_run, share) / theirs_share
     return Comparison(attribute, group, versus, mine_share, theirs_share, ratio, adjusted,
                       mean_attendance(mine), mean_attendance(theirs),
+                      run_adjusted_ratio=run_adjusted, long_run_sessions=long_run_sessions,
+                      group_long_run_share=long_run_share(mine), versus_long_run_share=long_run_share(theirs),
                       group_flagged=mine_flagged, group_pupils=len(mine),
                       versus_flagged=theirs_flagged, versus_pupils=len(theirs),
                       group_behaviour=shown(mine), versus_behaviour=shown(theirs))
