@@ -155,25 +155,28 @@ def test_marks_are_in_register_order_with_later_amendments(small_year: dict) -> 
     marks = small_year["marks"][1:]
     seen: dict[tuple[str, str, str], dt.datetime] = {}
     position: list[tuple[str, int, str]] = []
-    amendments = 0
+    amendments = morning_amendments = 0
     for school, pupil, date, session, code, recorded in marks:
         key = (pupil, date, session)
         stamp = dt.datetime.fromisoformat(recorded)
         if key in seen:
             amendments += 1
             assert stamp > seen[key], key
-            # An amendment sits in its school's PM block, after the PM register.
-            position.append((date, 1, school))
+            # An amendment entered that morning sits between the AM and PM registers; any other
+            # after its school's PM register.
+            morning = stamp.date().isoformat() == date and stamp.time() < dt.time(13, 15)
+            morning_amendments += morning
+            position.append((date, 1 if morning else 3, school))
         else:
             seen[key] = stamp
-            position.append((date, 0 if session == "AM" else 1, school))
+            position.append((date, 0 if session == "AM" else 2, school))
             local = stamp.time()
             if session == "AM":
                 assert dt.time(8, 45) <= local <= dt.time(10, 30), recorded
             else:
                 assert dt.time(13, 15) <= local <= dt.time(13, 50), recorded
     assert position == sorted(position)  # by day, then session, then school
-    assert amendments == small_year["summary"].amendments > 0
+    assert amendments == small_year["summary"].amendments > morning_amendments > 0
     assert len(seen) == 600 * 380  # every pupil has exactly one original mark per session
 
 

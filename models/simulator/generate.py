@@ -135,7 +135,8 @@ class Simulation:
 
     def _register(self, day_index: int, day: dt.date, finals: list[np.ndarray]) -> DayBatch:
         """Turn final codes into register rows: N first where the reason came in later,
-        register times, and amendment rows placed after the school's PM register."""
+        register times, and amendment rows placed as they were entered: before the school's PM
+        register when entered that morning, after it otherwise."""
         rng = self._rng
         n = self.cohort.size
         school = self.cohort.school
@@ -155,9 +156,11 @@ class Simulation:
                 early = amended[(delay == 0) & (amend_seconds < PM_REGISTER_OPENS)]
                 known_by_pm[early] = finals[1][early] == final[early]
         rows = _Rows(*(np.concatenate(column) for column in zip(*parts)))
-        # Register order: the AM block, then the PM block; inside a block school by school,
-        # and in the PM block each school's amendments (of either session) after its register.
-        block = np.where(rows.amendment, 1, rows.session)
+        # Register order, as the rows were entered: the AM register, the amendments entered that
+        # morning (a parent rang in before lunch), the PM register, then later amendments (of either
+        # session); inside a block school by school.
+        before_pm = rows.amendment & (rows.delay == 0) & (rows.second < PM_REGISTER_OPENS)
+        block = np.select([before_pm, rows.amendment], [1, 3], default=2 * rows.session)
         order = np.lexsort((rows.session, rows.pupil, rows.amendment, school[rows.pupil], block))
         return DayBatch(
             date=day,
