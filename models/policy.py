@@ -52,9 +52,9 @@ whatever the score (`concern_tier`): nobody has heard from them, and it is no lo
 week nobody reported, however rarely such runs led to a dip in the training data. A run of one
 week or less is still the score's call: at the time it cannot be told from that holiday week,
 one block of absence that is judged by what follows it, and the school's first-day calling is
-already asking why. So is a day or two off on the same weekday on three days in the last 40
-sessions (off three Mondays in four weeks), whatever the reason but leave the school authorised
-or arranged: repeated short absences around a weekday are a recognised sign of emotionally
+already asking why. A day or two off on the same weekday on three days in the last 40 sessions
+(off three Mondays in four weeks) is also a concern whatever the score, whatever the reason but
+leave the school authorised or arranged: repeated short absences around a weekday are a recognised sign of emotionally
 based school avoidance, worth a wellbeing conversation, and the score (taught a label that asks
 for a 10-point drop) is slow to see one day a week. From a pupil already under the 90% line, a
 week away or a pattern of days off can be how their year goes, and the score decides; but an

@@ -491,7 +491,8 @@ LATE_NAMES = {
     TOO_EARLY: "under {min_possible} possible sessions this year (the start of the year, or a joiner)",
     BELOW_ENTRY: "the score stayed under the entry threshold, and no register rule asked for a concern",
 }
-HOLD_NAMES = {Hold.DAY_NOT_OVER.value: "the day's afternoon register not in yet", Hold.HEALTH.value: "illness", Hold.KNOWN_REASON.value: "a known reason waited out",
+HOLD_NAMES = {Hold.DAY_NOT_OVER.value: "the day's afternoon register not in yet", Hold.HEALTH.value: "illness",
+              Hold.KNOWN_REASON.value: "a known reason waited out",
               Hold.NOTHING_RECENT.value: "90% or more of the last 20 sessions",
               Hold.ONE_BLOCK.value: "one block, judged by what follows",
               Hold.ALREADY_SEVERE.value: "already severely absent"}
@@ -579,7 +580,7 @@ def outside_dip_section(report: EvaluationReport, policy: PolicyConfig) -> str:
         f"last 20 sessions (or of the last 40) attended. **Raised below the entry score** means the score was under "
         f"{policy.enter_score:.3f} and the concern came from one of the register's own rules: from a pupil who "
         f"usually attends, {policy.usual_unexplained_run // 2} school days of unexplained absence in a row (longer "
-        "than a school week) call for a call home, "
+        "than a school week) are worth a call home, "
         f"and {policy.weekday_pattern_days} days off on the same weekday in the last four weeks are a pattern worth a "
         f"wellbeing conversation; from any pupil, {policy.tier3_unexplained_run // 2} school days in a row with no "
         "reason agreed means nobody has heard from them for a fortnight. The score did not raise these, so a higher "
