@@ -148,31 +148,27 @@ def test_a_week_away_with_no_reason_then_back_is_the_scores_call(quiet_model, ea
     assert of_kind(events, InterventionKind.CONCERN) == []
 
 
-def test_longer_than_a_school_week_with_no_reason_from_a_usual_attender_is_a_concern(quiet_model):
-    events, marks = run(quiet_model, [PRESENT] * 70 + [("N", "N")] * 6 + [PRESENT] * 3)
-    [concern] = of_kind(events, InterventionKind.CONCERN)
-    assert concern.as_of == marks[2 * (70 + 6) - 1].date  # the afternoon of the sixth school day
-    assert int(concern.tier) == 2 and concern.risk_score < POLICY.enter_score
-    assert "Has missed the last 12 sessions in a row (6 school days), with no reason agreed with school yet" in [
-        r.text for r in concern.reasons]
-    assert SupportAction.CALL_HOME_TO_LISTEN in concern.suggested_actions
-
-
 PERSISTENTLY_ABSENT = ([("O", "O")] * 3 + [PRESENT] * 7) * 5  # 70% over ten weeks: under the 90% line
 
 
-def test_two_weeks_nobody_has_heard_from_a_persistently_absent_pupil_is_a_tier_3_concern(quiet_model):
-    """Under the 90% line a week away can be how a pupil's year goes, and the score decides; a
-    fortnight with no reason agreed is a concern whatever the score, and says so."""
-    events, marks = run(quiet_model, PERSISTENTLY_ABSENT + [("N", "N")] * 10 + [PRESENT] * 3)
+@pytest.mark.parametrize("before, days, tier", [
+    ([PRESENT] * 70, 6, 2),  # a usual attender, longer than a school week: not one holiday week any more
+    (PERSISTENTLY_ABSENT, 10, 3),  # anyone: nobody has heard from them for a fortnight
+], ids=["usual attender, six days", "persistently absent, ten days"])
+def test_an_unexplained_run_is_a_concern_whatever_the_score_and_says_so(quiet_model, before, days, tier):
+    events, marks = run(quiet_model, before + [("N", "N")] * days + [PRESENT] * 3)
     [concern] = of_kind(events, InterventionKind.CONCERN)
-    assert concern.as_of == marks[2 * (50 + 10) - 1].date  # the afternoon of the tenth school day
-    assert int(concern.tier) == 3 and concern.risk_score < POLICY.enter_score
-    assert "Has missed the last 20 sessions in a row (10 school days), with no reason agreed with school yet" in [
-        r.text for r in concern.reasons]
+    assert concern.as_of == marks[2 * (len(before) + days) - 1].date  # the afternoon of the run's last day
+    assert int(concern.tier) == tier and concern.risk_score < POLICY.enter_score
+    assert (f"Has missed the last {2 * days} sessions in a row ({days} school days), with no reason agreed with "
+            "school yet") in [r.text for r in concern.reasons]
     assert SupportAction.CALL_HOME_TO_LISTEN in concern.suggested_actions
+
+
+def test_a_persistently_absent_pupils_19_unexplained_sessions_are_the_scores_call(quiet_model):
+    """Under the 90% line a week away can be how a pupil's year goes, and the score decides."""
     week, _ = run(quiet_model, PERSISTENTLY_ABSENT + [("N", "N")] * 9 + [("N", "/")] + [PRESENT] * 3)
-    assert of_kind(week, InterventionKind.CONCERN) == [], "19 sessions: still the score's call for this pupil"
+    assert of_kind(week, InterventionKind.CONCERN) == []
 
 
 @pytest.mark.parametrize("sessions", [19, 25])
