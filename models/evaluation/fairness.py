@@ -188,6 +188,9 @@ def audit(alerts: Mapping[str, Sequence[dt.date]], truth: Truth, school_days: Se
     dip_kinds = tuple(dip_kinds)
     attendance = attendance_by_pupil(register)
     long_run = {p: run >= long_run_sessions for p, run in longest_unexplained_run_by_pupil(register).items()}
+    # The two standardisations' strata, per pupil, shared by every comparison.
+    band = {p: _band(rate) for p, rate in attendance.items()}
+    band_and_run = {p: f"{label}, {'a long run' if long_run.get(p) else 'no long run'}" for p, label in band.items()}
     rows = []
     for attribute, group in GROUPS:
         pupils = _members(truth, attribute, group)
@@ -202,14 +205,14 @@ def audit(alerts: Mapping[str, Sequence[dt.date]], truth: Truth, school_days: Se
             "recall": m["recall"], "recall_within_20": m["recall_within_20"],
             "flagged_share_without_dip": (sum(bool(alerts.get(p)) for p in no_dip) / len(no_dip)) if no_dip else None,
         })
-    comparisons = [_compare(alerts, truth, attendance, long_run, long_run_sessions, dip_kinds, behaviour or {}, *spec)
-                   for spec in COMPARED]
+    comparisons = [_compare(alerts, truth, attendance, long_run, (band, band_and_run), long_run_sessions, dip_kinds,
+                            behaviour or {}, *spec) for spec in COMPARED]
     return FairnessAudit(rows, [c for c in comparisons if c is not None])
 
 
 def _compare(alerts, truth: Truth, attendance: Mapping[str, float], long_run: Mapping[str, bool],
-             long_run_sessions: int, dip_kinds: tuple[str, ...], behaviour: Mapping[str, str], attribute: str,
-             group: str, versus: str) -> Comparison | None:
+             strata: tuple[Mapping[str, str], Mapping[str, str]], long_run_sessions: int, dip_kinds: tuple[str, ...],
+             behaviour: Mapping[str, str], attribute: str, group: str, versus: str) -> Comparison | None:
     def no_dip(value: str) -> list[str]:
         return [p for p in _members(truth, attribute, value) if not truth.has_dip(p, dip_kinds)]
 
@@ -239,9 +242,8 @@ def _compare(alerts, truth: Truth, attendance: Mapping[str, float], long_run: Ma
     ratio = mine_share / theirs_share if theirs_share else None
     adjusted = run_adjusted = None
     if attendance and theirs_share and any(p in attendance for p in theirs):
-        band = {p: _band(rate) for p, rate in attendance.items()}
+        band, band_and_run = strata
         adjusted = _standardised(mine, theirs, band, share) / theirs_share
-        band_and_run = {p: f"{label}, {'a long run' if long_run.get(p) else 'no long run'}" for p, label in band.items()}
         run_adjusted = _standardised(mine, theirs, band_and_run, share) / theirs_share
     return Comparison(attribute, group, versus, mine_share, theirs_share, ratio, adjusted,
                       mean_attendance(mine), mean_attendance(theirs),
