@@ -39,6 +39,7 @@ from models.policy import (
     decide,
     health_needs,
     policy_inputs,
+    usually_attends,
 )
 from models.state import ApplyOutcome, OutsideWindowError, PupilState
 from schemas.events import (
@@ -159,7 +160,7 @@ def concern_due(inputs: PolicyInputs, config: PolicyConfig, scores: np.ndarray) 
     here among the `concern_candidates`. tests/test_columnar.py holds it equal to `concern_tier`."""
     c = inputs.columns
     by_score = scores >= config.enter_score  # the config keeps enter <= tier2 <= tier3: the score's tier is > 0
-    usual = c["usual_rate"] >= config.concern_below_rate
+    usual = usually_attends(config, c["usual_rate"], c["earlier_rate"])
     silent = c["unexplained_run"] >= config.usual_unexplained_run
     unseen = c["unexplained_run"] >= config.tier3_unexplained_run
     weekday_pattern = c["same_weekday_days"] >= config.weekday_pattern_days

@@ -47,12 +47,12 @@ absence of a week (10 sessions) or more, or under 50% attendance over the last t
 least tier 2 ("a clear dip"); a run of two weeks (20 sessions) or more, or under 50% over the
 last four weeks, is tier 3 ("a sharp or sustained dip"); a flagged pupil is escalated to the
 register's tier whatever the score. An unexplained run longer than a school week (12 sessions,
-six school days) from a pupil who usually attends (own level at or above 90%) is a concern
-whatever the score (`concern_tier`): nobody has heard from them, and it is no longer one holiday
-week nobody reported, however rarely such runs led to a dip in the training data. A run of one
-week or less is still the score's call: at the time it cannot be told from that holiday week,
-one block of absence that is judged by what follows it, and the school's first-day calling is
-already asking why. A day or two off on the same weekday on three days in the last 40 sessions
+six school days) from a pupil who usually attends (own level this year at or above 90%, as an
+alert shows it: `usually_attends`) is a concern whatever the score (`concern_tier`): nobody has
+heard from them, and it is no longer one holiday week nobody reported, however rarely such runs
+led to a dip in the training data. A run of one week or less is still the score's call: at the
+time it cannot be told from that holiday week, one block of absence that is judged by what
+follows it, and the school's first-day calling is already asking why. A day or two off on the same weekday on three days in the last 40 sessions
 (off three Mondays in four weeks) is also a concern whatever the score, whatever the reason but
 leave the school authorised or arranged: repeated short absences around a weekday are a recognised sign of emotionally
 based school avoidance, worth a wellbeing conversation, and the score (taught a label that asks
@@ -225,6 +225,7 @@ class PolicyRow(NamedTuple):
     one_block: bool  # the window's absence is one block, over and back at the usual level, or young
     health_absence_ytd: int
     usual_rate: float  # the pupil's own earlier level this year (shrunk towards a typical pupil)
+    earlier_rate: float  # the same level unshrunk, as an alert shows it (1.0 before any session)
     same_weekday_days: int  # days off on one weekday in the last 40 sessions, a day or two at a time
     day_end: bool = True  # the afternoon register of `day` is in (training and the day-end views: always)
 
@@ -299,12 +300,20 @@ def policy_inputs(counts: Mapping[str, np.ndarray], day: np.ndarray, config: Pol
         "one_block": one_block,
         "health_absence_ytd": c["health_absence_ytd"],
         "usual_rate": baseline,
+        "earlier_rate": _raw_rate(c["earlier_attended"], c["earlier_possible"]),
         "same_weekday_days": c["same_weekday_days_off_40"],
         "day_end": day_end,
     })
 
 
 # -- rules ----------------------------------------------------------------------------------
+def usually_attends(config: PolicyConfig, usual_rate, earlier_rate):  # scalars or numpy arrays
+    """Whether the pupil's own earlier level is at or above the 90% line both as an alert shows it
+    and shrunk towards a typical pupil: an alert must never say "down from 89%" about a rule for a
+    pupil who usually attends."""
+    return np.minimum(usual_rate, earlier_rate) >= config.concern_below_rate
+
+
 def concern_hold(config: PolicyConfig, row: PolicyRow) -> Hold | None:
     """What on the register holds a concern back for this mark, or None."""
     if not row.day_end:
@@ -340,7 +349,7 @@ def concern_tier(config: PolicyConfig, score: float, row: PolicyRow) -> int:
     can be their pattern, and the score decides. An unexplained run of two weeks is due from any
     pupil (but one the holds keep back): nobody has heard from them for a fortnight."""
     tier = config.tier_for(score)
-    usual = row.usual_rate >= config.concern_below_rate
+    usual = usually_attends(config, row.usual_rate, row.earlier_rate)
     silent = row.unexplained_run >= config.usual_unexplained_run
     unseen = row.unexplained_run >= config.tier3_unexplained_run
     weekday_pattern = row.same_weekday_days >= config.weekday_pattern_days

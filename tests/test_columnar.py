@@ -244,6 +244,7 @@ def test_concern_candidates_and_due_are_exactly_where_a_never_alerted_pupil_can_
         "health_absence": np.array(data.draw(flags)), "known_run": np.array(data.draw(ints)),
         "unexplained_run": np.array(data.draw(ints)), "one_block": np.array(data.draw(flags)),
         "health_absence_ytd": np.array(data.draw(ints)), "usual_rate": np.array(data.draw(rates)),
+        "earlier_rate": np.array(data.draw(rates)),
         "same_weekday_days": np.array(data.draw(st.lists(st.integers(0, 5), min_size=n, max_size=n))),
         "day_end": np.array(data.draw(flags)),
     }

@@ -122,7 +122,8 @@ def policy_row(day: int = 800_000, **values) -> PolicyRow:
     """A mark whose register lets a concern through (70% recently, no current absence)."""
     defaults = dict(day=day, year=2025, possible_ytd=100, recent_rate=0.7, short_rate=1.0, unarranged_rate=0.7,
                     rate_20=0.7, rate_40=0.7, possible_40=40, current_run=0, health_absence=False, known_run=0,
-                    unexplained_run=0, one_block=False, health_absence_ytd=0, usual_rate=0.95, same_weekday_days=0)
+                    unexplained_run=0, one_block=False, health_absence_ytd=0, usual_rate=0.95, earlier_rate=0.95,
+                    same_weekday_days=0)
     return PolicyRow(**{**defaults, **values})
 
 
@@ -321,6 +322,18 @@ def test_longer_than_a_week_unexplained_from_a_pupil_who_usually_attends_is_a_co
     assert (decision is not None) is raised
     if raised:
         assert decision.kind is InterventionKind.CONCERN and decision.tier == 2
+
+
+@pytest.mark.parametrize("earlier_days_off, raised", [(2, True), (3, False)])
+def test_a_pupil_who_usually_attends_is_judged_on_the_level_an_alert_shows(earlier_days_off, raised):
+    """25 of 28 sessions earlier this year is 89%, under the line, though shrunk towards a typical pupil
+    it is 90.3%: an alert would say "down from 89%", so the rules for a pupil who usually attends do
+    not apply and the score decides. 26 of 28 (93%) is a usual attender's level."""
+    days = [("O", "\\")] * earlier_days_off + [("/", "\\")] * (14 - earlier_days_off) + [("/", "\\")] * 4 + [("N", "N")] * 6
+    row = inputs_of(days)
+    assert row.unexplained_run == 12 and (row.usual_rate >= 0.9) and (row.earlier_rate < 0.9) is not raised
+    decision = decide(PolicyState(), CONFIG, 0.05, row)
+    assert (decision is not None) is raised
 
 
 @pytest.mark.parametrize("sessions", [9, 10, 11])
