@@ -248,9 +248,13 @@ def health_needs_reasons(stats: WindowSummary) -> list[Reason]:
 
 def concern_actions(reasons: Sequence[Reason], stats: WindowSummary, tier: int,
                     support_needs: frozenset[str] = frozenset()) -> list[SupportAction]:
-    actions = [SupportAction.CHECK_IN_CONVERSATION]
-    if _drop(stats) >= SUDDEN_DROP or stats.current_absence_run >= SUDDEN_RUN:
-        actions.append(SupportAction.CALL_HOME_TO_LISTEN)
+    # A check-in needs the pupil in school: for a pupil away now, a call home comes first.
+    if stats.current_absence_run >= SUDDEN_RUN:
+        actions = [SupportAction.CALL_HOME_TO_LISTEN, SupportAction.CHECK_IN_CONVERSATION]
+    else:
+        actions = [SupportAction.CHECK_IN_CONVERSATION]
+        if _drop(stats) >= SUDDEN_DROP:
+            actions.append(SupportAction.CALL_HOME_TO_LISTEN)
     for reason in reasons:  # in order of strength: a set here would order by string hash, per process
         actions.extend(PATTERN_ACTIONS.get(reason.code, ()))
     if repeated_illness(stats):

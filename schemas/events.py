@@ -198,8 +198,8 @@ class InterventionEvent(BaseModel):
         return str(uuid.uuid5(EVENT_NAMESPACE, f"{pupil_id}|{as_of.isoformat()}|{kind.value}|{int(tier)}"))
 
     def headline(self) -> str:
-        """One readable line for consoles and logs."""
-        because = "; ".join(reason.text for reason in self.reasons)
+        """One readable line for the demo's console. It names the pupil, so never for a log."""
+        because = ". ".join(reason.text for reason in self.reasons)
         actions = ", ".join(action.value.replace("_", " ") for action in self.suggested_actions)
         return (f"{self.as_of} {self.school_id} {self.pupil_id} {self.kind.value} tier {int(self.tier)} "
                 f"(score {self.risk_score:.2f}): {because}. Suggested: {actions}")

@@ -10,7 +10,7 @@ import pytest
 
 from devtools.registers import MONDAY, pupil_marks
 from models.engine import DecisionEngine
-from models.explain import build_event, concern_reasons
+from models.explain import build_event, concern_actions, concern_reasons
 from models.features import (
     FEATURE_NAMES,
     features,
@@ -25,6 +25,7 @@ from schemas.events import (
     HEALTH_NEEDS_TIER_TEXT,
     TIER_TEXT,
     InterventionKind,
+    Reason,
     ReasonCode,
     SupportAction,
 )
@@ -211,10 +212,40 @@ def test_actions_follow_the_pattern(feature, action):
     event = build_event(kind=InterventionKind.CONCERN, tier=3, escalation=False, score=0.9, pupil_id="P1",
                         school_id="SCH1", as_of=dt.date(2025, 10, 1), stats=stats, contributions=weights,
                         model_version="test", support_needs=frozenset({"sen"}))
-    assert event.suggested_actions[0] is SupportAction.CHECK_IN_CONVERSATION
+    assert event.suggested_actions[:2] == [SupportAction.CALL_HOME_TO_LISTEN, SupportAction.CHECK_IN_CONVERSATION]
     assert action in event.suggested_actions
     assert SupportAction.SENCO_REVIEW in event.suggested_actions
     assert SupportAction.EARLY_HELP_CONVERSATION in event.suggested_actions  # tier 3
+
+
+@pytest.mark.parametrize("last_days, first_steps", [
+    ([("/", "\\")], [SupportAction.CHECK_IN_CONVERSATION]),  # in school today: talk to them
+    ([("N", "N")], [SupportAction.CHECK_IN_CONVERSATION]),  # a day off: first-day calling has it
+    ([("N", "N")] * 2, [SupportAction.CALL_HOME_TO_LISTEN, SupportAction.CHECK_IN_CONVERSATION]),
+    ([("N", "N")] * 6, [SupportAction.CALL_HOME_TO_LISTEN, SupportAction.CHECK_IN_CONVERSATION]),
+])
+def test_a_pupil_away_now_gets_a_call_home_first(last_days, first_steps):
+    """A check-in needs the pupil in school: for a pupil away for two days or more, the first step
+    a head of year takes is a call home, and the check-in follows when they are back."""
+    days = [("/", "\\")] * 30 + [("O", "O"), ("/", "\\")] * 5 + last_days
+    stats = summarise(state_from(days))
+    reasons = [Reason(code=ReasonCode.REPEATED_SPELLS, text="x", weight=1.0)]
+    actions = concern_actions(reasons, stats, 1)
+    assert actions[:len(first_steps)] == first_steps
+    assert actions.count(SupportAction.CALL_HOME_TO_LISTEN) <= 1 and SupportAction.CHECK_IN_CONVERSATION in actions
+
+
+def test_the_console_line_reads_as_sentences():
+    stats = summarise(state_from([("/", "\\")] * 30 + [("N", "N")] * 3))
+    weights = np.zeros(len(FEATURE_NAMES))
+    weights[[FEATURE_NAMES.index("rate_20"), FEATURE_NAMES.index("current_absence_run")]] = 1.0
+    event = build_event(kind=InterventionKind.CONCERN, tier=2, escalation=False, score=0.9, pupil_id="P1",
+                        school_id="SCH1", as_of=dt.date(2025, 10, 1), stats=stats, contributions=weights,
+                        model_version="test")
+    line = event.headline()
+    assert len(event.reasons) >= 2 and ". ".join(r.text for r in event.reasons) in line
+    assert not re.search(r"; [A-Z]", line)
+    assert line.endswith("Suggested: call home to listen, check in conversation")
 
 
 def test_event_ids_are_deterministic_and_distinct():

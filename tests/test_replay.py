@@ -9,6 +9,7 @@ import pytest
 
 from models.artifact import load_model
 from models.engine import DecisionEngine
+from models.explain import SUDDEN_RUN
 from models.replay import replay_file
 from schemas.events import InterventionEvent, InterventionKind
 
@@ -52,7 +53,9 @@ def test_every_concern_is_explained_with_the_pupils_numbers(engine, csv_path):
     assert concerns
     for event in concerns:
         assert event.reasons and all(any(ch.isdigit() for ch in reason.text) for reason in event.reasons)
-        assert event.suggested_actions[0].value == "check_in_conversation"
+        away = event.window.current_absence_run >= SUDDEN_RUN  # a call home first, the check-in on return
+        assert [a.value for a in event.suggested_actions[:1 + away]] == (
+            ["call_home_to_listen", "check_in_conversation"] if away else ["check_in_conversation"])
         assert event.window.possible_ytd >= engine.policy.min_possible_sessions
 
 
