@@ -16,12 +16,18 @@ from models.policy import PolicyConfig
 from models.training import (
     MONOTONIC,
     MONOTONIC_CST,
+    TARGET_EPISODES,
+    TARGET_LABEL,
+    TARGET_LABEL_OR_EPISODES,
+    best_in_sweep,
     choose_policy,
     dip_episode_target,
+    label_or_episode_target,
     learns_episodes,
     make_pipeline,
     policy_rows,
     time_and_school_split,
+    train,
 )
 
 
@@ -101,12 +107,25 @@ def test_threshold_respects_the_budget(budget):
     assert rate <= budget
     chosen = next(s for s in sweep if s["enter_score"] == policy.enter_score)
     assert chosen["within_budget"] and chosen["alerts_per_100_per_week"] == pytest.approx(rate, abs=1e-3)
-    # Every threshold below the chosen one that was not taken was over budget, met fewer targets or
-    # scored worse.
+    # Every threshold below the chosen one that was not taken was over budget, scored worse or met
+    # fewer targets.
     for s in sweep:
         if s["enter_score"] < policy.enter_score:
-            assert not s["within_budget"] or (s["targets_met"], s["objective"]) <= (chosen["targets_met"],
-                                                                                     chosen["objective"])
+            assert not s["within_budget"] or (s["objective"], s["targets_met"]) < (chosen["objective"],
+                                                                                    chosen["targets_met"])
+
+
+def test_the_threshold_is_the_best_f1_not_the_most_targets_crossed_by_a_hair():
+    def row(enter, objective, met, within=True):
+        return {"enter_score": enter, "objective": objective, "targets_met": met, "within_budget": within}
+
+    sweep = [row(0.6, 0.71, 3, within=False), row(0.85, 0.629, 2), row(0.875, 0.667, 3), row(0.9, 0.667, 3),
+             row(0.975, 0.633, 4)]
+    assert best_in_sweep(sweep)["enter_score"] == 0.875  # F1, then targets, then the lower of equals
+    sweep[3]["targets_met"] = 4
+    assert best_in_sweep(sweep)["enter_score"] == 0.9
+    over = [row(0.5, 0.7, 5, within=False), row(0.9, 0.6, 5, within=False)]
+    assert best_in_sweep(over)["enter_score"] == 0.9  # nothing within the budget: the highest
 
 
 def test_a_tighter_budget_never_lowers_the_threshold():
@@ -134,6 +153,23 @@ def test_the_dip_episode_target_runs_from_five_school_days_before_onset_to_recov
         rows = ts.pupil_id == pupil
         got = {dt.date.fromordinal(int(d)) for d in ts.day[rows & (target == 1)]}
         assert got == wanted, pupil
+
+
+def test_the_label_or_episode_target_adds_the_episodes_to_the_label_where_the_label_judges():
+    ts = synthetic(3, 20, seed=1)
+    days = ts.school_days
+    truth = Truth({"P0": [Episode("avoidance", days[8], days[12])],
+                   "P1": [Episode("illness_block", days[2], days[8])]}, {}, {}, ["P0", "P1"])
+    ts.y[:] = 0
+    ts.y[(ts.pupil_id == "P0") & (ts.day == days[5].toordinal())] = -1  # the label cannot judge this day
+    ts.y[(ts.pupil_id == "P1") & (ts.day == days[15].toordinal())] = 1  # a dip by the label alone
+    target = label_or_episode_target(ts, truth)
+    episode = dip_episode_target(ts, truth)
+    assert target.dtype == np.int8
+    assert (target[ts.y == -1] == -1).all() and (target[ts.y == 1] == 1).all()
+    assert ((target == 1) == ((ts.y == 1) | ((ts.y == 0) & (episode == 1)))).all()
+    assert {dt.date.fromordinal(int(d)) for d in ts.day[(ts.pupil_id == "P0") & (target == 1)]} == (
+        set(days[3:12]) - {days[5]})
 
 
 def test_the_dip_episodes_are_learnt_once_the_pupil_has_a_full_measure_of_evidence():
@@ -258,7 +294,7 @@ def test_training_can_learn_the_dip_episodes_and_choose_by_replaying_a_validatio
         train(iter(marks), window_days=126, data_sha256="0" * 64, target=TARGET_EPISODES)
 
 
-@pytest.mark.parametrize("flags", [["--target", "episodes"], ["--validation-cohort"]])
+@pytest.mark.parametrize("flags", [["--target", "episodes"], ["--target", "label-or-episodes"], ["--validation-cohort"]])
 def test_a_register_export_cannot_be_taught_the_dip_episodes_or_validated(tmp_path, flags):
     """A trust's own export has no ground truth: the options that need one are refused, before any work."""
     from click.testing import CliRunner
@@ -270,3 +306,36 @@ def test_a_register_export_cannot_be_taught_the_dip_episodes_or_validated(tmp_pa
     result = CliRunner().invoke(command, ["--marks", str(export), "--out", str(tmp_path / "m.skops"), *flags])
     assert result.exit_code == 2 and "need a simulated cohort's ground truth" in result.output
     assert not (tmp_path / "m.skops").exists()
+
+
+@pytest.mark.parametrize("target", [TARGET_EPISODES, TARGET_LABEL_OR_EPISODES])
+def test_the_targets_that_need_ground_truth_refuse_marks_without_it(target):
+    with pytest.raises(ValueError, match="needs the cohort's ground truth"):
+        train(iter(()), window_days=126, data_sha256="0" * 64, target=target)
+
+
+@pytest.mark.parametrize("flags, target, validate", [
+    ([], TARGET_LABEL_OR_EPISODES, True),  # the shipped model's recipe: `make model` runs just this
+    (["--target", "label", "--day-ends"], TARGET_LABEL, False),
+    (["--target", "episodes"], TARGET_EPISODES, True),
+])
+def test_simulated_training_defaults_to_the_shipped_recipe(tmp_path, monkeypatch, flags, target, validate):
+    from types import SimpleNamespace
+
+    from click.testing import CliRunner
+
+    import models.artifact
+    import models.training
+    from streams.commands.modelling import train as command
+
+    asked = {}
+
+    def fake_train_on_simulation(config, **kwargs):
+        asked.update(kwargs)
+        return SimpleNamespace(version="v", metrics={"estimator": "boosted"}, policy=PolicyConfig())
+
+    monkeypatch.setattr(models.training, "train_on_simulation", fake_train_on_simulation)
+    monkeypatch.setattr(models.artifact, "save_model", lambda model, out: None)
+    result = CliRunner().invoke(command, ["--out", str(tmp_path / "m.skops"), *flags])
+    assert result.exit_code == 0, result.output
+    assert (asked["target"], asked["validate"]) == (target, validate)

@@ -86,29 +86,42 @@ def replay(marks_csv: Path, out: Path, dead_letter_path: Path | None, model_path
               help="Pastoral workload budget: concerns per 100 pupils per week (sets the alert threshold).")
 @click.option("--estimator", type=click.Choice(["logistic", "boosted", "best"]), default="best",
               show_default=True, help="Which of the compared estimators to ship (best: by held-out PR-AUC).")
-@click.option("--target", type=click.Choice(["label", "episodes"]), default="label", show_default=True,
-              help="What the model learns: the label, or (simulated training only) the simulator's own dip "
-                   "episodes, which changes what counts as a dip (models.training.dip_episode_target).")
-@click.option("--validation-cohort", is_flag=True,
-              help="Simulated training only: choose the alert threshold by replaying a validation cohort kept "
-                   "apart through the engine with the model shipped, instead of at the held-out schools' day ends.")
+@click.option("--target", type=click.Choice(["label", "episodes", "label-or-episodes"]), default=None,
+              help="What the model learns: the label; or, simulated training only, the simulator's own dip "
+                   "episodes, or either (models.training.label_or_episode_target). Default: label-or-episodes "
+                   "when simulating (the shipped model's), the label for a register export, which has no ground "
+                   "truth.")
+@click.option("--validation-cohort/--day-ends", default=None,
+              help="Choose the alert threshold by replaying a validation cohort kept apart through the engine with "
+                   "the model shipped (simulated training only; the default when simulating), or at the held-out "
+                   "schools' day ends (the only way for a register export).")
 def train(marks_csv: Path | None, out: Path | None, schools: int, pupils_per_school: int, seed: int,
-          budget: float | None, estimator: str, target: str, validation_cohort: bool) -> None:
+          budget: float | None, estimator: str, target: str | None, validation_cohort: bool | None) -> None:
     """Fit, compare and calibrate the risk model on features from the stream's own feature code."""
     from models.artifact import save_model
     from models.evaluation.run import OFFLINE_LIMITS
-    from models.training import DEFAULT_ALERT_BUDGET, TARGET_EPISODES, TARGET_LABEL, file_sha256, train_on_simulation
+    from models.training import (
+        DEFAULT_ALERT_BUDGET,
+        TARGET_EPISODES,
+        TARGET_LABEL,
+        TARGET_LABEL_OR_EPISODES,
+        file_sha256,
+        train_on_simulation,
+    )
     from models.training import train as fit
     from schemas.interchange import read_marks
 
-    if marks_csv is not None and (target == "episodes" or validation_cohort):
-        raise click.UsageError("--target episodes and --validation-cohort need a simulated cohort's ground truth; "
-                               "a register export has none")
+    simulating = marks_csv is None
+    if not simulating and (target not in (None, "label") or validation_cohort):
+        raise click.UsageError("--target episodes, --target label-or-episodes and --validation-cohort need a "
+                               "simulated cohort's ground truth; a register export has none")
+    target = target or ("label-or-episodes" if simulating else "label")
+    validation_cohort = simulating if validation_cohort is None else validation_cohort
     settings = load_settings()
     out = out or settings.model_path
     budget = budget if budget is not None else DEFAULT_ALERT_BUDGET
     ship = None if estimator == "best" else estimator
-    learnt = TARGET_EPISODES if target == "episodes" else TARGET_LABEL
+    learnt = {"label": TARGET_LABEL, "episodes": TARGET_EPISODES, "label-or-episodes": TARGET_LABEL_OR_EPISODES}[target]
     started = time.perf_counter()
     if marks_csv is None:
         from models.simulator import SimulationConfig
