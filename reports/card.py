@@ -44,7 +44,7 @@ from models.evaluation.truth import DIP_KINDS, HEALTH_KINDS, ONE_OFF_KINDS, OTHE
 from models.features import FEATURE_NAMES
 from models.policy import Hold, PolicyConfig
 from models.simulator.model import UNAUTHORISED_LENGTHS
-from models.training import CHOSEN_BY_ENGINE, TARGET_EPISODES
+from models.training import CHOSEN_BY_ENGINE, TARGET_EPISODES, TARGET_LABEL_OR_EPISODES
 from reports import plots
 from reports.tables import (
     evaluation_markdown,
@@ -295,7 +295,7 @@ def how_sure_section(report: EvaluationReport) -> str:
 
 
 def _learns_episodes(info: dict[str, Any]) -> bool:
-    return info.get("metrics", {}).get("target") == TARGET_EPISODES
+    return info.get("metrics", {}).get("target") in (TARGET_EPISODES, TARGET_LABEL_OR_EPISODES)
 
 
 def _why(cohort: CohortEvaluation, key: str, learns_episodes: bool) -> str:
@@ -320,7 +320,7 @@ def _why(cohort: CohortEvaluation, key: str, learns_episodes: bool) -> str:
         label_view = (f". By the label, {c.get('no_dip_pupils_with_label_dips')} of {c.get('no_dip_pupils')} pupils "
                       f"with no dip episode did dip at some point{often}. The register and the label say dip where "
                       "the simulator's ground truth does not"
-                      + ("; the model learns the ground truth's dip episodes, but sees only the register"
+                      + ("; the model learns the ground truth's dip episodes too, but sees only the register"
                          if learns_episodes else ", and the model learns the label"))
         return ("flagged pupils without a dip: " + "; ".join(parts) if parts else "no flagged pupils without a dip") \
             + label_view
@@ -771,6 +771,16 @@ def _target_text(metrics: dict[str, Any]) -> str:
                 "weeks the model learnt the calendar rather than the register. A trust's own export has no ground "
                 "truth, and `reconnect train --marks MARKS.csv` learns the label. This is not the default: "
                 "`docs/dip-definition.md` says why.")
+    if metrics.get("target") == TARGET_LABEL_OR_EPISODES:
+        return (f"- What it learns: the label (below), or a day end inside one of the pupil's dip episodes, from "
+                f"{EARLY_GRACE_DAYS} school days before the simulator's onset to recovery, where the label calls "
+                "it no dip. The label judges a day by the four weeks after it, so it sees a dip that starts gently "
+                "(a ramp, illness one Monday a week) only once four weeks show it; the episodes alone teach that "
+                "heavy unexplained absence is seldom a dip (the simulator's ordinary absence holds plenty of it), "
+                "and a model taught them alone was late or silent on the heavy absence a head of year sees first. "
+                "Taught either, it keeps the label's dips and learns the episodes' early weeks. A trust's own "
+                "export has no ground truth, and `reconnect train --marks MARKS.csv` learns the label. "
+                "`docs/dip-definition.md` has the measurements.")
     return "- What it learns: the label (below)."
 
 
@@ -800,8 +810,8 @@ def training_section(info: dict[str, Any], policy: PolicyConfig) -> str:
         + ", others free.",
         f"- Alert threshold: the pastoral workload budget ({training.get('alert_budget_per_100_pupils_per_week')} "
         "concerns per 100 pupils per week, `reconnect train --budget`) is a hard cap; within it the entry threshold "
-        "that meets the most of the targets above is chosen, then the best F1 of alert precision and recall within "
-        f"20 days (against {metrics.get('threshold_chosen_against')}), {how}"
+        "with the best F1 of alert precision and recall within 20 days is chosen, then the one meeting the most of "
+        f"the targets above (against {metrics.get('threshold_chosen_against')}), {how}"
         f"{metrics.get('threshold_chosen_over', 'the held-out split')}, from the year's first day as the "
         "engine runs. "
         f"Chosen: {policy.enter_score:.3f} (rate there {metrics.get('alerts_per_100_pupils_per_week')} per 100 "

@@ -541,7 +541,13 @@ def test_the_training_sweep_says_it_is_not_the_shipped_models_measure():
 
 def test_the_training_section_says_what_the_model_learnt_and_how_its_threshold_was_chosen():
     from models.policy import PolicyConfig, thresholds
-    from models.training import CHOSEN_AT_DAY_ENDS, CHOSEN_BY_ENGINE, TARGET_EPISODES, TARGET_LABEL
+    from models.training import (
+        CHOSEN_AT_DAY_ENDS,
+        CHOSEN_BY_ENGINE,
+        TARGET_EPISODES,
+        TARGET_LABEL,
+        TARGET_LABEL_OR_EPISODES,
+    )
     from reports.card import training_section
 
     policy = thresholds(PolicyConfig(), 0.925)
@@ -565,6 +571,11 @@ def test_the_training_section_says_what_the_model_learnt_and_how_its_threshold_w
     assert "What it learns: the label" in text and "(higher PR-AUC)" in text
     assert "running the real policy over day-end scores of the held-out schools' whole year" in text
     assert "refitted on every row" in text
+
+    either = {**by_engine, "metrics": {**by_engine["metrics"], "target": TARGET_LABEL_OR_EPISODES}}
+    text = training_section(either, policy)
+    assert "What it learns: the label (below), or a day end inside one of the pupil's dip episodes" in text
+    assert "the entry threshold with the best F1 of alert precision and recall within 20 days is chosen" in text
 
 
 def test_early_evidence_counts_days_off_after_onset_and_close_days_off_without_a_dip():
