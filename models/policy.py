@@ -28,13 +28,13 @@ would say):
 3. `NOTHING_RECENT`: the pupil attended 90% or more of their last 20 possible sessions,
    leaving out sessions the school arranged itself (a part-time timetable, a suspension):
    there is nothing on the register to talk about yet (two absences in twenty is not a dip).
-4. `ONE_BLOCK`: the absence of the last 40 sessions is one spell (a block of two days or more
-   with at most two other sessions off, or the window's only absence), and either the pupil is back and their attendance since coming back is at their own
-   usual level, or the spell is still going on and has lasted at most a week (its reason may
-   not be in the register yet: N is often amended to I or G by noon). A week of flu or a
-   holiday is judged by what follows it. Separate days off (illness on two Mondays) are not one
-   spell and are not held by this rule; an unexplained absence longer than a week is a concern
-   (at tier 2 or 3, below).
+4. `ONE_BLOCK`: the absence of the last 40 sessions is one spell (a block of two days or more with
+   at most two other sessions off, or the window's only absence), and either the pupil is back and
+   their attendance since coming back is at their own usual level, or the spell is still going on
+   and has lasted at most a week (its reason may not be in the register yet: N is often amended to
+   I or G by noon). A week of flu or a holiday is judged by what follows it. Separate days off
+   (illness on two Mondays) are not one spell and are not held by this rule; an unexplained
+   absence longer than a week is a concern (at tier 2 or 3, below).
 5. `ALREADY_SEVERE`: the pupil's own level this year is under 50%: they have missed half their
    sessions or more, which makes them severely absent (the DfE's term), and the school's
    attendance lead already works with every such pupil. A concern is an early warning of a
@@ -44,23 +44,23 @@ would say):
 
 Tiers follow the register as well as the score (`register_tier`): a current run of unexplained
 absence of a week (10 sessions) or more, or under 50% attendance over the last two weeks, is at
-least tier 2 ("a clear dip"); a run of two weeks (20 sessions) or more, or under 50% over the
-last four weeks, is tier 3 ("a sharp or sustained dip"); a flagged pupil is escalated to the
-register's tier whatever the score. An unexplained run longer than a school week (12 sessions,
-six school days) from a pupil who usually attends (own level this year at or above 90%, as an
-alert shows it: `usually_attends`) is a concern whatever the score (`concern_tier`): nobody has
-heard from them, and it is no longer one holiday week nobody reported, however rarely such runs
-led to a dip in the training data. A run of one week or less is still the score's call: at the
-time it cannot be told from that holiday week, one block of absence that is judged by what
-follows it, and the school's first-day calling is already asking why. A day or two off on the same weekday on three days in the last 40 sessions
-(off three Mondays in four weeks) is also a concern whatever the score, whatever the reason but
-leave the school authorised or arranged: repeated short absences around a weekday are a recognised sign of emotionally
-based school avoidance, worth a wellbeing conversation, and the score (taught a label that asks
-for a 10-point drop) is slow to see one day a week. From a pupil already under the 90% line, a
-week away or a pattern of days off can be how their year goes, and the score decides; but an
-unexplained run of two weeks (20 sessions) is a concern from any pupil the holds do not keep
-back, whatever the score, at tier 3: a child nobody has heard from for a fortnight needs someone
-to get in touch, however seldom such runs turn out to be a dip.
+least tier 2 ("a clear dip"); a run of two weeks (20 sessions) or more, or under 50% over the last
+four weeks, is tier 3 ("a sharp or sustained dip"); a flagged pupil is escalated to the register's
+tier whatever the score. An unexplained run longer than a school week (12 sessions, six school
+days) from a pupil who usually attends (own level this year at or above 90%, as an alert shows it:
+`usually_attends`) is a concern whatever the score (`concern_tier`): nobody has heard from them,
+and it is no longer one holiday week nobody reported, however rarely such runs led to a dip in the
+training data. A run of one week or less is still the score's call: at the time it cannot be told
+from that holiday week, one block of absence that is judged by what follows it, and the school's
+first-day calling is already asking why. A day or two off on the same weekday on three days in the
+last 40 sessions (off three Mondays in four weeks) is also a concern whatever the score, whatever
+the reason but leave the school authorised or arranged: repeated short absences around a weekday
+are a recognised sign of emotionally based school avoidance, worth a wellbeing conversation, and
+the score is slow to see one day a week. From a pupil already under the 90% line, a week away or a
+pattern of days off can be how their year goes, and the score decides; but an unexplained run of
+two weeks (20 sessions) is a concern from any pupil the holds do not keep back, whatever the
+score, at tier 3: a child nobody has heard from for a fortnight needs someone to get in touch,
+however seldom such runs turn out to be a dip.
 
 `policy_inputs` is the one place the policy's inputs are computed from window counts; the
 engine, training's threshold search and evaluation all call it.

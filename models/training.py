@@ -14,16 +14,17 @@ direction is certain; both are calibrated (`CalibratedClassifierCV`, fitted on t
 split only). The better on held-out PR-AUC (or the one `ship` names) is kept, and refitted on
 every row for shipping.
 
-The alert threshold: the pastoral workload budget (concerns per 100 pupils per school week)
-is a hard cap. Within it, the entry threshold with the best F1 of alert precision and recall
-within 20 school days is chosen, ties broken by the number of alert targets met
-(models.evaluation.targets) and then by the lower threshold (`best_in_sweep`), by the real policy run over the held-out schools' day-end scores from
-the first day of the year (models.evaluation.policy_sim; `policy_rows` says why the whole
-year), the candidate fitted on the split scoring. Against the label's own dip episodes no ground
-truth is needed, so the same code runs on a real register export; with ground truth for the
-training cohort (`truth`, never an evaluation cohort) the choice is made against truth. For a
-simulated cohort the threshold can instead be chosen on a validation cohort kept apart
-(`validation_config`): the engine replays its marks with the model shipped at every threshold,
+The alert threshold: the pastoral workload budget (concerns per 100 pupils per school week) is a
+hard cap. Within it, the entry threshold with the best F1 of alert precision and recall within
+20 school days is chosen, ties broken by the number of alert targets met
+(models.evaluation.targets) and then by the lower threshold (`best_in_sweep`), by the real
+policy run over the held-out schools' day-end scores from the first day of the year
+(models.evaluation.policy_sim; `policy_rows` says why the whole year), the candidate fitted on
+the split scoring. Against the label's own dip episodes no ground truth is needed, so the same
+code runs on a real register export; with ground truth for the training cohort (`truth`, never
+an evaluation cohort) the choice is made against truth. For a simulated cohort the threshold can
+instead be chosen on a validation cohort kept apart (`validation_config`; `reconnect train` does
+so when it simulates): the engine replays its marks with the model shipped at every threshold,
 as the stream would run (`choose_policy_by_replay`).
 """
 
