@@ -161,8 +161,11 @@ def unexplained_run(stats: WindowSummary) -> int:
 
 def _unexplained_run_text(stats: WindowSummary) -> str:
     run = unexplained_run(stats)
-    return (f"Has missed the last {_sessions(run)} in a row ({run // 2} school days), "
+    text = (f"Has missed the last {_sessions(run)} in a row ({run // 2} school days), "
             "with no reason agreed with school yet")
+    if stats.earlier_possible >= 20:  # whether they usually attend is why the run is raised
+        text += f", after attending {_pct(stats.earlier_attended / stats.earlier_possible)} earlier this year"
+    return text
 
 
 def describe(code: ReasonCode, stats: WindowSummary) -> tuple[ReasonCode, str]:
@@ -226,6 +229,8 @@ def concern_reasons(contributions: Sequence[float], stats: WindowSummary) -> lis
     if (unexplained_run(stats) >= UNEXPLAINED_WEEK_SESSIONS
             and all(r.code is not ReasonCode.CONSECUTIVE_ABSENCE for r in reasons)):
         facts.append(Reason(code=ReasonCode.CONSECUTIVE_ABSENCE, text=_unexplained_run_text(stats), weight=0.0))
+        if stats.unauthorised_40 <= unexplained_run(stats):  # the run is all the window's unexplained absence
+            reasons = [r for r in reasons if r.code is not ReasonCode.UNEXPLAINED_ABSENCE]
     if same_weekday_pattern(stats):
         facts.append(Reason(code=ReasonCode.SAME_WEEKDAY_PATTERN, text=_same_weekday_text(stats), weight=0.0))
     if repeated_illness(stats) and all(r.code is not ReasonCode.REPEATED_ILLNESS for r in reasons):

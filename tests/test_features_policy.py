@@ -248,6 +248,19 @@ def test_the_console_line_reads_as_sentences():
     assert line.endswith("Suggested: call home to listen, check in conversation")
 
 
+@pytest.mark.parametrize("earlier, both", [
+    ([("/", "\\")] * 14, False),  # the run is the window's only unexplained absence: said once
+    ([("O", "\\"), ("/", "\\")] * 7, True),  # other unexplained sessions earlier in the window
+])
+def test_an_unexplained_run_is_not_said_twice(earlier, both):
+    stats = summarise(state_from([("/", "\\")] * 30 + earlier + [("N", "N")] * 6))
+    weights = np.zeros(len(FEATURE_NAMES))
+    weights[FEATURE_NAMES.index("unauthorised_share_40")] = 1.0
+    codes = [r.code for r in concern_reasons(weights, stats)]
+    assert codes.count(ReasonCode.CONSECUTIVE_ABSENCE) == 1
+    assert (ReasonCode.UNEXPLAINED_ABSENCE in codes) is both
+
+
 def test_event_ids_are_deterministic_and_distinct():
     stats = summarise(state_from([("/", "\\")] * 25))
     kwargs = dict(kind=InterventionKind.CONCERN, tier=1, escalation=False, score=0.6, pupil_id="P1",
