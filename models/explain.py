@@ -163,9 +163,16 @@ def _unexplained_run_text(stats: WindowSummary) -> str:
     run = unexplained_run(stats)
     text = (f"Has missed the last {_sessions(run)} in a row ({run // 2} school days), "
             "with no reason agreed with school yet")
-    if stats.earlier_possible >= 20:  # whether they usually attend is why the run is raised
-        text += f", after attending {_pct(stats.earlier_attended / stats.earlier_possible)} earlier this year"
+    earlier = _earlier_level(stats)
+    if earlier is not None:  # whether they usually attend is why the run is raised
+        text += f", after attending {_pct(earlier)} earlier this year"
     return text
+
+
+def _earlier_level(stats: WindowSummary) -> float | None:
+    """The pupil's own level this year before the last 20 sessions, as an alert shows it, once it
+    rests on 20 sessions or more."""
+    return stats.earlier_attended / stats.earlier_possible if stats.earlier_possible >= 20 else None
 
 
 def describe(code: ReasonCode, stats: WindowSummary) -> tuple[ReasonCode, str]:
@@ -175,8 +182,8 @@ def describe(code: ReasonCode, stats: WindowSummary) -> tuple[ReasonCode, str]:
     absences = stats.absences_40
     span = f"the last {_sessions(stats.possible_40)}"
     if code is ReasonCode.LOW_RECENT_ATTENDANCE:
-        if stats.earlier_possible >= 20 and _drop(stats) >= NOTABLE_DROP:
-            earlier = stats.earlier_attended / stats.earlier_possible
+        earlier = _earlier_level(stats)
+        if earlier is not None and _drop(stats) >= NOTABLE_DROP:
             return ReasonCode.RECENT_DROP, f"{recent}, down from {_pct(earlier)} earlier this year"
         return code, recent
     if code is ReasonCode.LOW_YEAR_TO_DATE:
