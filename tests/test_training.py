@@ -294,7 +294,8 @@ def test_training_can_learn_the_dip_episodes_and_choose_by_replaying_a_validatio
         train(iter(marks), window_days=126, data_sha256="0" * 64, target=TARGET_EPISODES)
 
 
-@pytest.mark.parametrize("flags", [["--target", "episodes"], ["--target", "label-or-episodes"], ["--validation-cohort"]])
+@pytest.mark.parametrize("flags", [["--target", "episodes"], ["--target", "label-or-episodes"],
+                                   ["--validation-cohort"]])
 def test_a_register_export_cannot_be_taught_the_dip_episodes_or_validated(tmp_path, flags):
     """A trust's own export has no ground truth: the options that need one are refused, before any work."""
     from click.testing import CliRunner
