@@ -15,10 +15,9 @@ split only). The better on held-out PR-AUC (or the one `ship` names) is kept, an
 every row for shipping.
 
 The alert threshold: the pastoral workload budget (concerns per 100 pupils per school week) is a
-hard cap. Within it, the entry threshold with the best F1 of alert precision and recall within
-20 school days is chosen, ties broken by the number of alert targets met
-(models.evaluation.targets) and then by the lower threshold (`best_in_sweep`), by the real
-policy run over the held-out schools' day-end scores from the first day of the year
+hard cap. Within it, the lowest entry threshold whose F1 of alert precision and recall within 20
+school days is within `F1_TOLERANCE` of the best is chosen (`best_in_sweep`), by the real policy
+run over the held-out schools' day-end scores from the first day of the year
 (models.evaluation.policy_sim; `policy_rows` says why the whole year), the candidate fitted on
 the split scoring. Against the label's own dip episodes no ground truth is needed, so the same
 code runs on a real register export; with ground truth for the training cohort (`truth`, never
@@ -74,6 +73,7 @@ TARGETS_NEEDING_TRUTH = (TARGET_EPISODES, TARGET_LABEL_OR_EPISODES)
 CHOSEN_BY_ENGINE, CHOSEN_AT_DAY_ENDS = "the engine at every mark", "the policy at day ends"
 SCHOOL_DAYS_PER_WEEK = 5
 THRESHOLD_GRID = tuple(float(t) for t in np.round(np.arange(0.20, 0.951, 0.025), 3)) + (0.975, 0.99)
+F1_TOLERANCE = 0.01  # thresholds whose F1 is this close to the best are equals: the lowest is taken
 
 # Directions that hold whatever else is known about the pupil: less recent attendance, a bigger
 # drop below their own level, a longer current absence, or longer since a full week in school
@@ -81,10 +81,15 @@ THRESHOLD_GRID = tuple(float(t) for t in np.round(np.arange(0.20, 0.951, 0.025),
 # absence, or less of the window's absence inside that one block. Left free, the boosted model
 # learnt the one-block features the other way round for repeated blocks: a pupil at 94% who then
 # attended one day in four scored under the entry threshold for nine weeks, because every fourth
-# day looked like a return from one block. Everything else is left free (0).
+# day looked like a return from one block. Nor does the calendar alone make a dip more likely:
+# more of the year known (`evidence`) never raises the score. The simulator starts no dip before
+# its 30th school day, so a model taught its episodes learnt that the first ten weeks are safe: a
+# pupil in full attendance for six weeks who then missed three days in every four got no concern
+# for 21 school days, until `evidence` reached 1, where the label model took 10. Everything else is
+# left free (0).
 MONOTONIC: dict[str, int] = {
     "rate_10": -1, "rate_20": -1, "rate_40": -1, "drop_vs_baseline": 1, "current_absence_run": 1,
-    "school_days_since_full_week": 1, "rate_since_block": -1, "block_share_40": -1,
+    "school_days_since_full_week": 1, "rate_since_block": -1, "block_share_40": -1, "evidence": -1,
 }
 MONOTONIC_CST = tuple(MONOTONIC.get(name, 0) for name in FEATURE_NAMES)
 CANDIDATES = ("logistic", "boosted")
@@ -254,18 +259,23 @@ def sweep_thresholds(alerts_at: AlertsAt, truth: Truth, pupils: list[str], schoo
 
 
 def best_in_sweep(sweep: list[dict[str, Any]]) -> dict[str, Any]:
-    """Among the thresholds within the budget, the best `threshold_objective`, then the most targets
-    met, then the lowest threshold; with none within the budget, the highest (its row says so).
+    """Among the thresholds within the budget, the lowest whose `threshold_objective` is within
+    `F1_TOLERANCE` of the best; with none within the budget, the highest (its row says so).
 
-    F1 comes first because a count of targets met counts a line crossed by a hair and not what the
-    crossing costs: on the validation cohort of the model shipped on 2026-12-05, counting first
-    chose 0.975 over 0.9 for alert precision 0.720 instead of 0.674 (the 0.70 target "met") at the
-    cost of dips caught within 20 days, 0.565 instead of 0.661, and of any concern at all for a
-    pupil who went from 94% to one day in four (docs/dip-definition.md)."""
+    Not the count of targets met: it counts a line crossed by a hair and not what the crossing
+    costs. On the validation cohort of a label-or-episodes model (2026-12-05), counting first chose
+    0.975 over 0.9 for alert precision 0.720 instead of 0.674 (the 0.70 target "met") at the cost of
+    dips caught within 20 days, 0.565 instead of 0.661, and of any concern at all for a pupil who
+    went from 94% to one day in four. Nor the best F1 to the last digit: the calibrated scores come
+    in steps, neighbouring thresholds differ in F1 by a few thousandths (0.6629, 0.6644 and 0.6641
+    there), far inside what some 170 dips can tell apart, and the higher of such near-equals raised
+    that pupil's concern a week later. Among thresholds the validation cannot tell apart, the
+    earlier alert (docs/dip-definition.md)."""
     feasible = [s for s in sweep if s["within_budget"]]
     if not feasible:
         return sweep[-1]
-    return max(feasible, key=lambda s: (s["objective"], s["targets_met"], -s["enter_score"]))
+    best = max(s["objective"] for s in feasible)
+    return min((s for s in feasible if s["objective"] >= best - F1_TOLERANCE), key=lambda s: s["enter_score"])
 
 
 def choose_policy(scores: np.ndarray, ts: TrainingSet, budget: float, base: PolicyConfig | None = None, *,

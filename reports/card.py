@@ -44,7 +44,7 @@ from models.evaluation.truth import DIP_KINDS, HEALTH_KINDS, ONE_OFF_KINDS, OTHE
 from models.features import FEATURE_NAMES
 from models.policy import Hold, PolicyConfig
 from models.simulator.model import UNAUTHORISED_LENGTHS
-from models.training import CHOSEN_BY_ENGINE, TARGET_EPISODES, TARGET_LABEL_OR_EPISODES
+from models.training import CHOSEN_BY_ENGINE, F1_TOLERANCE, TARGET_EPISODES, TARGET_LABEL_OR_EPISODES
 from reports import plots
 from reports.tables import (
     evaluation_markdown,
@@ -810,8 +810,8 @@ def training_section(info: dict[str, Any], policy: PolicyConfig) -> str:
         + ", others free.",
         f"- Alert threshold: the pastoral workload budget ({training.get('alert_budget_per_100_pupils_per_week')} "
         "concerns per 100 pupils per week, `reconnect train --budget`) is a hard cap; within it the entry threshold "
-        "with the best F1 of alert precision and recall within 20 days is chosen, then the one meeting the most of "
-        f"the targets above (against {metrics.get('threshold_chosen_against')}), {how}"
+        f"is the lowest whose F1 of alert precision and recall within 20 days is within {F1_TOLERANCE} of the best "
+        f"(against {metrics.get('threshold_chosen_against')}), {how}"
         f"{metrics.get('threshold_chosen_over', 'the held-out split')}, from the year's first day as the "
         "engine runs. "
         f"Chosen: {policy.enter_score:.3f} (rate there {metrics.get('alerts_per_100_pupils_per_week')} per 100 "

@@ -575,7 +575,8 @@ def test_the_training_section_says_what_the_model_learnt_and_how_its_threshold_w
     either = {**by_engine, "metrics": {**by_engine["metrics"], "target": TARGET_LABEL_OR_EPISODES}}
     text = training_section(either, policy)
     assert "What it learns: the label (below), or a day end inside one of the pupil's dip episodes" in text
-    assert "the entry threshold with the best F1 of alert precision and recall within 20 days is chosen" in text
+    assert ("the entry threshold is the lowest whose F1 of alert precision and recall within 20 days is within 0.01 "
+            "of the best") in text
 
 
 def test_early_evidence_counts_days_off_after_onset_and_close_days_off_without_a_dip():
