@@ -268,3 +268,17 @@ def test_repeated_blocks_from_a_usual_attender_are_a_concern_through_the_shipped
         assert concerns, f"no concern in nine weeks ({code})"
         days_after = sorted({m.date for m in marks}).index(concerns[0].as_of) - len(usual)
         assert days_after <= 10 and int(concerns[0].tier) >= 2
+
+
+@pytest.mark.parametrize("first_day_in", [True, False], ids=["a day in first", "three days off first"])
+def test_a_dip_in_the_first_weeks_of_the_year_is_a_concern_through_the_shipped_model(model_path, first_day_in):
+    """Six weeks in full, then three days off in every four, from mid-October: the simulator starts
+    no dip before its sixth week, and a model taught its episodes with the calendar free learnt that
+    the year's first ten weeks are safe (no concern for 21 school days, until `evidence` reached 1)."""
+    from models.artifact import load_model
+
+    week = [PRESENT] + [("N", "N")] * 3 if first_day_in else [("N", "N")] * 3 + [PRESENT]
+    events, marks = run(load_model(model_path), [PRESENT] * 30 + week * 9)
+    concerns = of_kind(events, InterventionKind.CONCERN)
+    assert concerns, "no concern in nine weeks"
+    assert sorted({m.date for m in marks}).index(concerns[0].as_of) - 30 <= 10
