@@ -263,14 +263,14 @@ def best_in_sweep(sweep: list[dict[str, Any]]) -> dict[str, Any]:
     `F1_TOLERANCE` of the best; with none within the budget, the highest (its row says so).
 
     Not the count of targets met: it counts a line crossed by a hair and not what the crossing
-    costs. On the validation cohort of a label-or-episodes model (2026-12-05), counting first chose
-    0.975 over 0.9 for alert precision 0.720 instead of 0.674 (the 0.70 target "met") at the cost of
-    dips caught within 20 days, 0.565 instead of 0.661, and of any concern at all for a pupil who
-    went from 94% to one day in four. Nor the best F1 to the last digit: the calibrated scores come
-    in steps, neighbouring thresholds differ in F1 by a few thousandths (0.6629, 0.6644 and 0.6641
-    there), far inside what some 170 dips can tell apart, and the higher of such near-equals raised
-    that pupil's concern a week later. Among thresholds the validation cannot tell apart, the
-    earlier alert (docs/dip-definition.md)."""
+    costs. On the validation cohort, for the first label-or-episodes model (2026-12-05), counting
+    first chose 0.975 over 0.9 for alert precision 0.720 instead of 0.674 (the 0.70 target "met")
+    at the cost of dips caught within 20 days, 0.565 instead of 0.661, and of any concern at all
+    for a pupil who went from 94% to one day in four. Nor the best F1 to the last digit: the
+    calibrated scores come in steps, and for the model shipped neighbouring thresholds differed in
+    F1 by thousandths (0.6629 at 0.875, 0.6644 at 0.925, 0.6641 at 0.975), far inside what some 170
+    dips can tell apart, while 0.925 raised that pupil's concern a week later than 0.875. Among
+    thresholds the validation cannot tell apart, the earlier alert (docs/dip-definition.md)."""
     feasible = [s for s in sweep if s["within_budget"]]
     if not feasible:
         return sweep[-1]
