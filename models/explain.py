@@ -159,11 +159,11 @@ def unexplained_run(stats: WindowSummary) -> int:
     return int(unexplained_sessions(stats.current_absence_run, stats.current_run_explained, stats.current_run_leave))
 
 
-def _unexplained_run_text(stats: WindowSummary) -> str:
+def _unexplained_run_text(stats: WindowSummary, with_level: bool = True) -> str:
     run = unexplained_run(stats)
     text = (f"Has missed the last {_sessions(run)} in a row ({run // 2} school days), "
             "with no reason agreed with school yet")
-    earlier = _earlier_level(stats)
+    earlier = _earlier_level(stats) if with_level else None
     if earlier is not None:  # whether they usually attend is why the run is raised
         text += f", after attending {_pct(earlier)} earlier this year"
     return text
@@ -232,17 +232,21 @@ def concern_reasons(contributions: Sequence[float], stats: WindowSummary) -> lis
         reasons.append(Reason(code=code, text=text, weight=round(weight, 4)))
     # Register facts, named whatever the model weighed (they decide the suggested step), in place
     # of the weakest of the model's patterns.
+    run_fact = (unexplained_run(stats) >= UNEXPLAINED_WEEK_SESSIONS
+                and all(r.code is not ReasonCode.CONSECUTIVE_ABSENCE for r in reasons))
+    if run_fact and stats.unauthorised_40 <= unexplained_run(stats):  # the run is all the window's unexplained absence
+        reasons = [r for r in reasons if r.code is not ReasonCode.UNEXPLAINED_ABSENCE]
     facts = []
-    if (unexplained_run(stats) >= UNEXPLAINED_WEEK_SESSIONS
-            and all(r.code is not ReasonCode.CONSECUTIVE_ABSENCE for r in reasons)):
-        facts.append(Reason(code=ReasonCode.CONSECUTIVE_ABSENCE, text=_unexplained_run_text(stats), weight=0.0))
-        if stats.unauthorised_40 <= unexplained_run(stats):  # the run is all the window's unexplained absence
-            reasons = [r for r in reasons if r.code is not ReasonCode.UNEXPLAINED_ABSENCE]
     if same_weekday_pattern(stats):
         facts.append(Reason(code=ReasonCode.SAME_WEEKDAY_PATTERN, text=_same_weekday_text(stats), weight=0.0))
     if repeated_illness(stats) and all(r.code is not ReasonCode.REPEATED_ILLNESS for r in reasons):
         facts.append(Reason(code=ReasonCode.REPEATED_ILLNESS, text=_repeated_illness_text(stats), weight=0.0))
-    return reasons[:MAX_REASONS - len(facts)] + facts if facts else reasons
+    kept = reasons[:MAX_REASONS - len(facts) - run_fact]
+    if run_fact:  # the earlier level once: a "down from" reason already says it
+        level = all(r.code is not ReasonCode.RECENT_DROP for r in kept)
+        facts.insert(0, Reason(code=ReasonCode.CONSECUTIVE_ABSENCE, text=_unexplained_run_text(stats, level),
+                               weight=0.0))
+    return kept + facts
 
 
 def health_needs_reasons(stats: WindowSummary) -> list[Reason]:

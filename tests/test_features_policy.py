@@ -261,6 +261,19 @@ def test_an_unexplained_run_is_not_said_twice(earlier, both):
     assert (ReasonCode.UNEXPLAINED_ABSENCE in codes) is both
 
 
+@pytest.mark.parametrize("drop_weighed", [False, True])
+def test_the_level_before_an_unexplained_run_is_said_once(drop_weighed):
+    stats = summarise(state_from([("/", "\\")] * 44 + [("N", "N")] * 6))
+    weights = np.zeros(len(FEATURE_NAMES))
+    weights[FEATURE_NAMES.index("unauthorised_share_40")] = 1.0
+    weights[FEATURE_NAMES.index("rate_20")] = 2.0 if drop_weighed else 0.0
+    reasons = concern_reasons(weights, stats)
+    text = " ".join(r.text for r in reasons)
+    assert (ReasonCode.RECENT_DROP in [r.code for r in reasons]) is drop_weighed
+    assert text.count("100% earlier this year") == 1
+    assert ("after attending 100% earlier this year" in text) is not drop_weighed
+
+
 def test_event_ids_are_deterministic_and_distinct():
     stats = summarise(state_from([("/", "\\")] * 25))
     kwargs = dict(kind=InterventionKind.CONCERN, tier=1, escalation=False, score=0.6, pupil_id="P1",
