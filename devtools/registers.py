@@ -47,13 +47,18 @@ def pupil_marks(pupil: str, start: dt.date, codes_by_day: list[tuple[str, str]],
     return marks
 
 
-def policy_row(codes_by_day: list[tuple[str, str]], config: PolicyConfig) -> PolicyRow:
-    """The policy's inputs for one pupil at the end of these school days (from MONDAY)."""
-    marks = pupil_marks("P1", MONDAY, codes_by_day)
+def pupil_state(codes_by_day: list[tuple[str, str]], start: dt.date = MONDAY) -> PupilState:
+    """One pupil's state (an 18-week window) after these school days, from `start`."""
+    marks = pupil_marks("P1", start, codes_by_day)
     state = PupilState("SCH1", 126, marks[0].date)
     for m in marks:
         state.apply(m)
-    batch = summarise_batch([snapshot(state)])
+    return state
+
+
+def policy_row(codes_by_day: list[tuple[str, str]], config: PolicyConfig) -> PolicyRow:
+    """The policy's inputs for one pupil at the end of these school days (from MONDAY)."""
+    batch = summarise_batch([snapshot(pupil_state(codes_by_day))])
     return policy_inputs(batch.columns, batch.latest_ordinal, config).rows()[0]
 
 

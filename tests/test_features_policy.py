@@ -8,17 +8,13 @@ import re
 import numpy as np
 import pytest
 
+from devtools import registers
 from devtools.registers import MONDAY, pupil_marks
+from devtools.registers import pupil_state as state_from
 from models.engine import DecisionEngine
 from models.explain import build_event, concern_actions, concern_reasons
-from models.features import (
-    FEATURE_NAMES,
-    features,
-    snapshot,
-    summarise,
-    summarise_batch,
-)
-from models.policy import PolicyConfig, PolicyRow, PolicyState, decide, policy_inputs
+from models.features import FEATURE_NAMES, features, summarise
+from models.policy import PolicyConfig, PolicyRow, PolicyState, decide
 from models.state import PupilState
 from schemas.events import (
     ACTION_TEXT,
@@ -32,14 +28,6 @@ from schemas.events import (
 
 ENFORCEMENT = re.compile(r"\b(fines?|fined|penalt\w*|prosecut\w*|enforce\w*|magistrate\w*|court|sanction\w*)\b",
                          re.IGNORECASE)
-
-
-def state_from(days, start=MONDAY) -> PupilState:
-    marks = pupil_marks("P1", start, days)
-    state = PupilState("SCH1", 126, marks[0].date)
-    for m in marks:
-        state.apply(m)
-    return state
 
 
 def test_counts_over_recent_possible_sessions():
@@ -352,8 +340,7 @@ def test_the_registers_tier_escalates_a_flagged_pupil_whatever_the_score():
 
 
 def inputs_of(days):
-    batch = summarise_batch([snapshot(state_from(days))])
-    return policy_inputs(batch.columns, batch.latest_ordinal, CONFIG).rows()[0]
+    return registers.policy_row(days, CONFIG)
 
 
 def test_policy_inputs_read_the_current_run():
