@@ -235,7 +235,7 @@ def backtest(model: RiskModel, marks_csv: Path, *, roster_csv: Path | None = Non
                                                [p for p in roster.pupils if p in register.index]),
                          dates, register=register, dip_kinds=(LABEL_DIP,),
                          behaviour=first_concern_behaviour(events, engine.policy),
-                         long_run_sessions=engine.policy.usual_unexplained_run)
+                         long_run_sessions=engine.policy.tier2_unexplained_run)
     return BacktestReport(
         source=str(marks_csv), marks_read=replay.read, marks_applied=replay.applied,
         dead_lettered=replay.dead_lettered, pupils=len(register.pupils), schools=len(set(register.schools.tolist())),

@@ -689,9 +689,11 @@ def fairness_section(report: EvaluationReport) -> str:
         "",
         "Which behaviour drives a gap is read twice. First at equal attendance: the group's flag rate in each "
         "band of attendance, weighted to the comparison group's mix of bands. Then at equal attendance and equal "
-        "long unexplained runs: the bands are split by whether the pupil had a run of unexplained absence longer "
-        "than a school week this year, the run the register's rules answer with a concern whatever the score. A "
-        "gap within the limit there comes from more such runs in the group, not from the group itself.",
+        "long unexplained runs: the bands are split by whether the pupil had a school week or more of unexplained "
+        "absence in a row this year, the run most concerns for pupils without a dip come during (the register's "
+        "rules answer it whatever the score, and the score answers it too). A gap within the limit there comes "
+        "from more such runs in the group, not from the group itself. Each gap also gives the flagged counts "
+        "split by that run, with and without one, for both groups.",
     ]
     for cohort in report.cohorts:
         lines += ["", f"### {cohort.name} cohort", "", fairness_markdown(cohort.fairness), "",

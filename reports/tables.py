@@ -140,9 +140,19 @@ def _long_runs(c: Comparison) -> str:
            f"{c.long_run_sessions} sessions or more this year, against {fmt(c.versus_long_run_share)}")
     if c.explained_by_long_runs:
         return (f"at equal attendance and equal long unexplained runs the ratio is {fmt(c.run_adjusted_ratio, 2)}x: "
-                f"the gap comes from those runs ({had}), which the register's rules answer with a concern in every "
-                "group alike")
-    return f"with equal long unexplained runs as well it is {fmt(c.run_adjusted_ratio, 2)}x ({had})"
+                f"the gap comes from those runs ({had}), which are answered with a concern in every group alike")
+    return f"with equal long unexplained runs as well it is {fmt(c.run_adjusted_ratio, 2)}x ({had}). {_split(c)}"
+
+
+def _split(c: Comparison) -> str:
+    """The flagged counts of both groups' pupils without a dip, with a long unexplained run and without."""
+    def counts(flagged: int, pupils: int) -> str:
+        return f"{flagged} of {pupils} ({fmt(flagged / pupils)})" if pupils else "none of 0"
+
+    return (f"Of those with such a run, {counts(c.group_run_flagged, c.group_run_pupils)} were flagged, against "
+            f"{counts(c.versus_run_flagged, c.versus_run_pupils)} in the comparison group; of those without one, "
+            f"{counts(c.group_flagged - c.group_run_flagged, c.group_pupils - c.group_run_pupils)} against "
+            f"{counts(c.versus_flagged - c.versus_run_flagged, c.versus_pupils - c.versus_run_pupils)}")
 
 
 def _behind(c: Comparison) -> str:

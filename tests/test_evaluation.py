@@ -11,7 +11,7 @@ import pytest
 
 from devtools.registers import MONDAY, pupil_marks
 from models.evaluation.baselines import LAST4, YTD, baseline_alerts, first_fires
-from models.evaluation.fairness import Comparison, audit
+from models.evaluation.fairness import Comparison, FairnessAudit, audit
 from models.evaluation.ranking import ranking_metrics
 from models.evaluation.scoring import score_alerts
 from models.evaluation.targets import BY_KEY, TARGETS
@@ -247,6 +247,23 @@ def test_fairness_ratio_at_equal_attendance_and_equal_long_unexplained_runs():
     at_13 = next(c for c in audit(alerts, groups, register.dates, register=register,
                                   long_run_sessions=13).comparisons if c.group == "sen_support")
     assert at_13.run_adjusted_ratio == pytest.approx(6.0) and not at_13.explained_by_long_runs
+    # The flagged counts split by the run: all six of the group's runs and the comparison's one flagged.
+    assert (comparison.group_run_flagged, comparison.group_run_pupils) == (6, 6)
+    assert (comparison.versus_run_flagged, comparison.versus_run_pupils) == (1, 1)
+    assert (at_13.group_run_pupils, at_13.versus_run_pupils) == (0, 0)
+
+
+def test_a_gap_neither_standardisation_explains_gives_the_flagged_counts_split_by_the_run():
+    from reports.tables import gap_sentences
+
+    gap = Comparison("sen", "ehcp", "none", group_share=4 / 28, versus_share=33 / 933, ratio=4.04, adjusted_ratio=2.1,
+                     group_mean_attendance=0.91, versus_mean_attendance=0.94, run_adjusted_ratio=2.0,
+                     long_run_sessions=10, group_long_run_share=3 / 28, versus_long_run_share=61 / 933,
+                     group_flagged=4, group_pupils=28, versus_flagged=33, versus_pupils=933,
+                     group_run_flagged=3, group_run_pupils=3, versus_run_flagged=27, versus_run_pupils=61)
+    [sentence] = gap_sentences(FairnessAudit([], [gap]))
+    assert ("Of those with such a run, 3 of 3 (1.000) were flagged, against 27 of 61 (0.443) in the comparison "
+            "group; of those without one, 1 of 25 (0.040) against 6 of 872 (0.007)") in sentence
 
 
 def test_fairness_counts_what_the_register_showed_at_the_first_concern_of_pupils_flagged_without_a_dip():

@@ -12,14 +12,16 @@ the comparison group's mix of bands (direct standardisation). If the adjusted ra
 1.5x while the raw one is not, the gap comes from the group's attendance (more pupils in the
 lower bands), not from group membership as such.
 
-Which behaviour, beyond attendance: the register's rules raise a concern whatever the score for a
-long run of unexplained absence (longer than a school week from a pupil who usually attends, two
-weeks from anyone), so a group whose pupils have more such runs gets more concerns at the same
-attendance. The flag rate is standardised a second time, over bands of attendance crossed with
-whether the pupil had an unexplained run of `long_run_sessions` or more this year (the policy's
-`usual_unexplained_run`); if that ratio is within 1.5x while the attendance-adjusted one is not,
-the gap comes from those runs, which the rules answer alike in every group. The share of each
-group's pupils without a dip who had such a run is reported beside it.
+Which behaviour, beyond attendance: most concerns for pupils without a dip come during a run of
+unexplained absence of a school week or more (the register's tier-2 line, `long_run_sessions`):
+the register's rules raise one whatever the score after six days from a pupil who usually
+attends, or ten from anyone, and the score answers such a run strongly too. So a group whose
+pupils have more such runs gets more concerns at the same attendance. The flag rate is
+standardised a second time, over bands of attendance crossed with whether the pupil had such a
+run this year; if that ratio is within 1.5x while the attendance-adjusted one is not, the gap
+comes from those runs, which are answered alike in every group. The share of each group's pupils
+without a dip who had such a run is reported beside it, and the flagged counts are split by it:
+of the pupils with a run, how many were flagged, and of those without one.
 
 Which behaviour, at the concern: given what the register showed at each pupil's first concern
 (`behaviour`, from models.evaluation.diagnostics.first_concern_behaviour), the flagged pupils
@@ -43,7 +45,7 @@ from typing import Any
 
 import numpy as np
 
-from models.definitions import UNEXPLAINED_PAST_A_WEEK_SESSIONS
+from models.definitions import UNEXPLAINED_WEEK_SESSIONS
 from models.evaluation.scoring import score_alerts
 from models.evaluation.truth import DIP_KINDS, Truth
 from models.history import RegisterYear
@@ -70,13 +72,19 @@ class Comparison:
     # Re-weighted to the comparison group's mix of attendance bands crossed with "had a long
     # unexplained run this year" (module docstring), and the share of pupils without a dip with one.
     run_adjusted_ratio: float | None = None
-    long_run_sessions: int = UNEXPLAINED_PAST_A_WEEK_SESSIONS
+    long_run_sessions: int = UNEXPLAINED_WEEK_SESSIONS
     group_long_run_share: float | None = None
     versus_long_run_share: float | None = None
     group_flagged: int = 0  # pupils without a dip flagged, and pupils without a dip, in each group
     group_pupils: int = 0
     versus_flagged: int = 0
     versus_pupils: int = 0
+    # The same counts for the pupils without a dip who had a long unexplained run this year; those
+    # without one are the rest (group_flagged - group_run_flagged of group_pupils - group_run_pupils).
+    group_run_flagged: int = 0
+    group_run_pupils: int = 0
+    versus_run_flagged: int = 0
+    versus_run_pupils: int = 0
     # Of the flagged pupils without a dip: what the register showed at their first concern -> pupils.
     group_behaviour: dict[str, int] = field(default_factory=dict)
     versus_behaviour: dict[str, int] = field(default_factory=dict)
@@ -181,10 +189,11 @@ def _standardised(mine: Sequence[str], theirs: Sequence[str], stratum: Mapping[s
 def audit(alerts: Mapping[str, Sequence[dt.date]], truth: Truth, school_days: Sequence[dt.date], *,
           register: RegisterYear | None = None, dip_kinds: Sequence[str] = DIP_KINDS,
           behaviour: Mapping[str, str] | None = None,
-          long_run_sessions: int = UNEXPLAINED_PAST_A_WEEK_SESSIONS) -> FairnessAudit:
+          long_run_sessions: int = UNEXPLAINED_WEEK_SESSIONS) -> FairnessAudit:
     """The audit (module docstring); `behaviour`: pupil -> what the register showed at their first
     concern, to count the flagged pupils without a dip by; `long_run_sessions`: the unexplained run
-    that the second standardisation asks about (the policy's `usual_unexplained_run`)."""
+    that the second standardisation asks about and splits the counts by (the policy's
+    `tier2_unexplained_run`: a school week)."""
     dip_kinds = tuple(dip_kinds)
     attendance = attendance_by_pupil(register)
     long_run = {p: run >= long_run_sessions for p, run in longest_unexplained_run_by_pupil(register).items()}
@@ -238,6 +247,7 @@ def _compare(alerts, truth: Truth, attendance: Mapping[str, float], long_run: Ma
         return sum(known) / len(known) if known else None
 
     mine_flagged, theirs_flagged = flagged(mine), flagged(theirs)
+    mine_run, theirs_run = ([p for p in pupils if long_run.get(p)] for pupils in (mine, theirs))
     mine_share, theirs_share = mine_flagged / len(mine), theirs_flagged / len(theirs)
     ratio = mine_share / theirs_share if theirs_share else None
     adjusted = run_adjusted = None
@@ -251,4 +261,6 @@ def _compare(alerts, truth: Truth, attendance: Mapping[str, float], long_run: Ma
                       group_long_run_share=long_run_share(mine), versus_long_run_share=long_run_share(theirs),
                       group_flagged=mine_flagged, group_pupils=len(mine),
                       versus_flagged=theirs_flagged, versus_pupils=len(theirs),
+                      group_run_flagged=flagged(mine_run), group_run_pupils=len(mine_run),
+                      versus_run_flagged=flagged(theirs_run), versus_run_pupils=len(theirs_run),
                       group_behaviour=shown(mine), versus_behaviour=shown(theirs))

@@ -193,7 +193,7 @@ def evaluate(model: RiskModel, marks_csv: Path, truth_csv: Path, roster_csv: Pat
         calibration={"predicted": prob_pred.tolist(), "observed": prob_true.tolist()},
         fairness=audit(systems[MODEL], truth, school_days, register=register,
                        behaviour=first_concern_behaviour(events, engine.policy),
-                       long_run_sessions=engine.policy.usual_unexplained_run),
+                       long_run_sessions=engine.policy.tier2_unexplained_run),
         by_kind=by_kind(systems[MODEL], truth, school_days), events=event_counts(events),
         cohort={**(cohort or {}), "pupils": len(truth.pupils), "school_days": len(school_days),
                 "marks_read": report.read, "marks_applied": report.applied, "dead_lettered": report.dead_lettered,
