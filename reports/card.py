@@ -367,7 +367,10 @@ def missed_section(report: EvaluationReport) -> str:
                   "own dip episodes, with the register in full detail, on development cohorts, and judges it and this "
                   "model through the policy and with the score alone deciding. `docs/dip-definition.md` has its "
                   "figures, which separate what the register cannot show from what the model's target and the "
-                  "policy's register rules cost against the simulator's truth."]
+                  "policy's register rules cost against the simulator's truth. Its finding (measured 2026-12-05, "
+                  "on development cohorts): no model measured, that one included, catches 85% of dips within 20 "
+                  "school days with an alert precision of 0.70 or more; the closest points, and what stands "
+                  "between this model and them, are in that document."]
     stretch = [(c.name, t) for c in report.cohorts for t in TARGETS if t.reaches_stretch(c.metrics[MODEL].get(t.key))]
     if stretch:
         lines += ["", "Stretch goals reached: " + "; ".join(f"{name}: {t.title.lower()}" for name, t in stretch) + "."]
