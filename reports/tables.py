@@ -147,7 +147,7 @@ def _long_runs(c: Comparison) -> str:
 def _split(c: Comparison) -> str:
     """The flagged counts of both groups' pupils without a dip, with a long unexplained run and without."""
     def counts(flagged: int, pupils: int) -> str:
-        return f"{flagged} of {pupils} ({fmt(flagged / pupils)})" if pupils else "none of 0"
+        return f"{flagged} of {pupils}" + (f" ({fmt(flagged / pupils)})" if pupils else "")
 
     return (f"Of those with such a run, {counts(c.group_run_flagged, c.group_run_pupils)} were flagged, against "
             f"{counts(c.versus_run_flagged, c.versus_run_pupils)} in the comparison group; of those without one, "
